@@ -1,0 +1,118 @@
+"""``create_app(config)``: the ASGI application. Nothing happens at import time; live
+resources (S3 client, cache, log flusher) open in the lifespan and close at shutdown.
+
+Requests under ``/_proxy/`` go to the management routes (starlette); everything else goes
+straight to the raw ASGI :class:`~s3proxy.site.Site` endpoint, the hit path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from typing import Any
+
+from s3proxy import logging as log
+from s3proxy.cache import Cache
+from s3proxy.config import Config
+from s3proxy.management import management_app
+from s3proxy.origin import Origin
+from s3proxy.readthrough import ReadThrough
+from s3proxy.site import Site
+
+#: Worker processes (``--threads N``) read their settings from this variable.
+WORKER_CONFIG_ENV = "_S3PROXY_WORKER_CONFIG"
+_logger = log.get_logger("s3proxy.app")
+
+
+def open_cache(config: Config) -> Cache:
+    cache = Cache(
+        config.cache_dir,
+        config.bucket,
+        memory_budget=config.memory_cache_size,
+        memory_object_size=config.memory_object_size,
+    )
+    cache.open()
+    return cache
+
+
+class App:
+    """The s3proxy ASGI application for one :class:`Config`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.cache: Cache | None = None
+        self.site: Site | None = None
+        self.management = management_app(config.auth_key, self._cache)
+        self._stack = contextlib.AsyncExitStack()
+
+    def _cache(self) -> Cache:
+        assert self.cache is not None, "the cache opens at startup"
+        return self.cache
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            if scope["path"].startswith("/_proxy/"):
+                await self.management(scope, receive, send)
+            else:
+                assert self.site is not None, "requests arrive after startup"
+                await self.site(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        config = self.config
+        self.cache = open_cache(config)
+        self._stack.callback(self.cache.close)
+        origin = await self._stack.enter_async_context(Origin(config))
+        readthrough = ReadThrough(self.cache, origin, ttl=config.ttl)
+        self._stack.push_async_callback(readthrough.close)
+        self.site = Site(config, readthrough)
+        flusher = asyncio.create_task(log.flush_periodically())
+        self._stack.push_async_callback(_cancel, flusher)
+        _logger.info("worker_started", pid=os.getpid(), bucket=config.bucket)
+
+    async def shutdown(self) -> None:
+        await self._stack.aclose()
+        log.flush()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(config: Config) -> App:
+    return App(config)
+
+
+def create_app_from_environ() -> App:
+    """Factory for worker processes: settings come from :data:`WORKER_CONFIG_ENV`."""
+    config = Config.from_json(os.environ[WORKER_CONFIG_ENV])
+    configure_logging(config)
+    return App(config)
+
+
+def configure_logging(config: Config) -> None:
+    log.configure(
+        level=config.log_level,
+        log_dir=config.log_dir,
+        console=config.console,
+        json_format=config.log_format == "json",
+    )

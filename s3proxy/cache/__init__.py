@@ -1,0 +1,7 @@
+"""The local cache: bodies as flat files named by a hash, metadata in memory and in a
+process-safe index. The only package that imports diskcache."""
+
+from s3proxy.cache.entry import Entry
+from s3proxy.cache.store import Cache, Writer, object_hash
+
+__all__ = ["Cache", "Entry", "Writer", "object_hash"]

@@ -1,0 +1,334 @@
+"""Hashed flat files, the shared index, and the in-memory tier.
+
+Layout of ``--cache-dir``::
+
+    objects/<sha256>            complete, verified bodies (renamed into place, never rewritten)
+    objects/<sha256>.<pid>.tmp  a fill in progress; never served from its name, removed at startup
+    index/                      diskcache: sha256 -> {key, meta, stored_at, expires_at}
+    generation                  8 bytes, bumped by every clear; workers map it into memory
+
+Who blocks: :meth:`Cache.get` is the hit path. Its common case is a dict lookup and an 8-byte
+read of the mapped generation (~0.2 µs); the first lookup of a key in a process reads the index
+(SQLite, ~20 µs). Writes to the index happen in :meth:`Cache.commit`, which callers run in a
+thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import mmap
+import os
+import shutil
+import struct
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from s3proxy.cache.entry import Entry
+from s3proxy.exceptions import CacheError
+from s3proxy.meta import ObjectMeta
+
+_GEN = struct.Struct("<Q")
+#: Remembered 404s per process; beyond this the oldest are forgotten (random paths must not
+#: grow memory without bound).
+MAX_NEGATIVE = 10_000
+
+
+def object_hash(bucket: str, key: str) -> str:
+    """The stable file name of an object: SHA-256 of bucket and key (never derived from the URL
+    any other way, so a path can never choose a file name)."""
+    return hashlib.sha256(f"{bucket}\0{key}".encode()).hexdigest()
+
+
+class Writer:
+    """A body being written to ``objects/<hash>.<pid>.tmp``. Not visible under its final name
+    until :meth:`Cache.commit` renames it, after checking its length."""
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.final_path = str(directory / name)
+        self.tmp_path = f"{self.final_path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        self.fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        """Append ``chunk`` (blocking; called from a thread for large chunks)."""
+        view = memoryview(chunk)
+        while view:
+            written = os.write(self.fd, view)
+            view = view[written:]
+        self.size += len(chunk)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def abort(self) -> None:
+        """Drop the partial file; never raises."""
+        self.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp_path)
+
+
+class Cache:
+    """Entries for one bucket. Create, then :meth:`open`; :meth:`close` when done."""
+
+    def __init__(
+        self,
+        directory: str,
+        bucket: str,
+        *,
+        memory_budget: int = 64 << 20,
+        memory_object_size: int = 1 << 20,
+    ) -> None:
+        self.root = Path(directory)
+        self.objects = self.root / "objects"
+        self.bucket = bucket
+        self.memory_budget = memory_budget
+        self.memory_object_size = min(memory_object_size, memory_budget)
+        self._entries: dict[str, Entry] = {}
+        self._negative: OrderedDict[str, Entry] = OrderedDict()
+        self._memory: OrderedDict[str, Entry] = OrderedDict()
+        self._memory_bytes = 0
+        self._index: Any = None
+        self._gen_file: Any = None
+        self._gen_map: mmap.mmap | None = None
+        self.generation = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            self.objects.mkdir(parents=True, exist_ok=True)
+            self._index = diskcache.Cache(str(self.root / "index"), eviction_policy="none")
+            gen_path = self.root / "generation"
+            fd = os.open(gen_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._gen_file = os.fdopen(fd, "r+b")
+            if os.fstat(fd).st_size < _GEN.size:
+                os.ftruncate(fd, _GEN.size)
+            self._gen_map = mmap.mmap(fd, _GEN.size)
+        except OSError as exc:
+            raise CacheError(f"cannot open cache dir {self.root}: {exc.strerror}") from None
+        self.generation = self._read_generation()
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        if self._gen_map is not None:
+            self._gen_map.close()
+        if self._gen_file is not None:
+            self._gen_file.close()
+
+    def remove_leftovers(self) -> int:
+        """Delete temporary files left by a crash (kill -9, full disk) and bodies the index does
+        not know. Run once before workers start; returns how many files were removed."""
+        self.objects.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for path in self.objects.iterdir():
+            name = path.name
+            if name.endswith(".tmp") or self._index_get(name) is None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed += 1
+        return removed
+
+    # -- lookups (hit path) ------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        """The entry for ``key`` (fresh or not), or ``None`` if nothing is cached."""
+        if self._gen_map is not None and _GEN.unpack_from(self._gen_map)[0] != self.generation:
+            self._forget_all()
+        entry = self._entries.get(key)
+        if entry is not None:
+            if entry.body is not None:
+                self._memory.move_to_end(key)
+            return entry
+        entry = self._negative.get(key)
+        if entry is not None:
+            return entry
+        return self._load(key)
+
+    def _load(self, key: str) -> Entry | None:
+        """Read ``key`` from the shared index (another worker, or before a restart, stored it);
+        only a body file of the recorded size is trusted."""
+        name = object_hash(self.bucket, key)
+        record = self._index_get(name)
+        if record is None or record.get("key") != key:
+            return None
+        meta = ObjectMeta.from_dict(record["meta"])
+        path = str(self.objects / name)
+        try:
+            if os.stat(path).st_size != meta.size:
+                return None
+        except OSError:
+            return None
+        entry = Entry(key, meta, record["stored_at"], record["expires_at"], path)
+        self._entries[key] = entry
+        return entry
+
+    def _index_get(self, name: str) -> dict[str, Any] | None:
+        try:
+            value: dict[str, Any] | None = self._index.get(name)
+            return value
+        except Exception:  # a damaged index is a cache miss, never a failed request
+            return None
+
+    def read_small(self, entry: Entry) -> bytes:
+        """Bytes of an object small enough for the memory tier, loading it there if needed.
+        Blocking: a page-cache read of at most ``memory_object_size`` bytes."""
+        if entry.body is not None:
+            return entry.body
+        assert entry.path is not None and entry.meta is not None
+        with open(entry.path, "rb") as f:
+            body = f.read()
+        if len(body) != entry.meta.size:
+            raise CacheError(f"cached body of {entry.key!r} has the wrong size")
+        self._remember_body(entry, body)
+        return body
+
+    # -- writes (miss path) ------------------------------------------------------------------
+
+    def begin_write(self, key: str) -> Writer:
+        try:
+            return Writer(self.objects, object_hash(self.bucket, key))
+        except OSError as exc:
+            raise CacheError(f"cannot create a cache file: {exc.strerror}") from None
+
+    def commit(
+        self,
+        writer: Writer,
+        key: str,
+        meta: ObjectMeta,
+        stored_at: float,
+        expires_at: float,
+        generation: int,
+        body: bytes | None = None,
+    ) -> Entry:
+        """Make a complete body visible: check its length, rename it into place, record it in
+        the index. Blocking (rename, SQLite write). If a clear happened since the fill began
+        (``generation`` changed), the body is dropped and the entry is not stored."""
+        writer.close()
+        entry = Entry(key, meta, stored_at, expires_at, writer.final_path)
+        if writer.size != meta.size:
+            writer.abort()
+            raise CacheError(f"wrote {writer.size} bytes of {meta.size} for {key!r}")
+        if self._read_generation() != generation:
+            writer.abort()
+            entry.path = None
+            entry.body = body
+            return entry
+        try:
+            os.replace(writer.tmp_path, writer.final_path)
+            self._index[object_hash(self.bucket, key)] = self._record(entry)
+        except Exception as exc:
+            writer.abort()
+            raise CacheError(f"cannot store {key!r}: {exc}") from None
+        self._install(entry, body)
+        return entry
+
+    def refresh(self, entry: Entry, stored_at: float, expires_at: float) -> Entry:
+        """S3 said the stored copy is still current: extend its life (index write: blocking)."""
+        entry.stored_at, entry.expires_at = stored_at, expires_at
+        if entry.path is not None and entry.meta is not None:
+            with contextlib.suppress(Exception):
+                self._index[object_hash(self.bucket, entry.key)] = self._record(entry)
+        return entry
+
+    def put_missing(self, key: str, stored_at: float, expires_at: float) -> Entry:
+        """Remember that ``key`` does not exist, until ``expires_at``."""
+        self._drop_entry(key)
+        entry = Entry(key, None, stored_at, expires_at)
+        self._negative[key] = entry
+        self._negative.move_to_end(key)
+        while len(self._negative) > MAX_NEGATIVE:
+            self._negative.popitem(last=False)
+        return entry
+
+    def clear(self) -> dict[str, int]:
+        """Drop every entry, in every worker: bump the shared generation (others notice on their
+        next lookup), then delete the index and the files. Blocking."""
+        assert self._gen_file is not None and self._gen_map is not None
+        fcntl.flock(self._gen_file.fileno(), fcntl.LOCK_EX)
+        try:
+            generation = self._read_generation() + 1
+            _GEN.pack_into(self._gen_map, 0, generation)
+            self._gen_map.flush()
+        finally:
+            fcntl.flock(self._gen_file.fileno(), fcntl.LOCK_UN)
+        summary = {"entries": 0, "bytes": 0, "files": 0}
+        for path in self.objects.iterdir():
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                summary["files"] += 1
+                summary["bytes"] += size
+        summary["entries"] = len(self._index)
+        self._index.clear()
+        self._forget_all()
+        return summary
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _read_generation(self) -> int:
+        if self._gen_map is None:
+            return 0
+        value: int = _GEN.unpack_from(self._gen_map)[0]
+        return value
+
+    def _forget_all(self) -> None:
+        self._entries.clear()
+        self._negative.clear()
+        self._memory.clear()
+        self._memory_bytes = 0
+        self.generation = self._read_generation()
+
+    def _install(self, entry: Entry, body: bytes | None) -> None:
+        self._drop_entry(entry.key)
+        self._negative.pop(entry.key, None)
+        self._entries[entry.key] = entry
+        if body is not None:
+            self._remember_body(entry, body)
+
+    def _remember_body(self, entry: Entry, body: bytes) -> None:
+        if len(body) > self.memory_object_size:
+            return
+        entry.body = body
+        self._memory[entry.key] = entry
+        self._memory_bytes += len(body)
+        while self._memory_bytes > self.memory_budget and self._memory:
+            _, old = self._memory.popitem(last=False)
+            if old.body is not None:
+                self._memory_bytes -= len(old.body)
+                old.body = None
+
+    def _drop_entry(self, key: str) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None and self._memory.pop(key, None) is not None and old.body is not None:
+            self._memory_bytes -= len(old.body)
+            old.body = None
+
+    @staticmethod
+    def _record(entry: Entry) -> dict[str, Any]:
+        assert entry.meta is not None
+        return {
+            "key": entry.key,
+            "meta": entry.meta.to_dict(),
+            "stored_at": entry.stored_at,
+            "expires_at": entry.expires_at,
+        }
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "entries": len(self._entries),
+            "negative_entries": len(self._negative),
+            "memory_bytes": self._memory_bytes,
+        }
+
+
+def wipe(directory: str) -> None:
+    """Remove a cache directory entirely (tests and ``--cache-reset``)."""
+    shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,167 @@
+"""Validated, immutable settings. Construction does no I/O; :func:`check_environment` does the
+checks that touch the machine (cache dir writable) and runs once at startup.
+
+Every field has a CLI option of the same name (``cache_dir`` -> ``--cache-dir``), see
+:mod:`s3proxy.cli`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from s3proxy.exceptions import ConfigError
+from s3proxy.keys import normalize_prefix
+
+AddressingStyle = Literal["auto", "path", "virtual"]
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$", re.IGNORECASE)
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/s3proxy``, else ``~/.cache/s3proxy``; a private temp dir as a last
+    resort (the original used ``/tmp`` itself, which any local user can write into)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not os.path.isabs(base):
+        base = os.path.join(tempfile.gettempdir(), f"s3proxy-{os.getuid()}")
+    return os.path.join(base, "s3proxy")
+
+
+def parse_size(value: str | int) -> int:
+    """Parse ``10g``, ``512m``, ``64KiB``, ``1.5g`` or a plain byte count (binary units)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ConfigError(f"invalid size {value!r}: use a byte count or e.g. 512m, 10g")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** "bkmgt".index(unit or "b"))
+
+
+def parse_origins(value: str | None) -> tuple[str, ...]:
+    """Parse ``ALLOWED_ORIGINS``: a JSON array of origins (``https://example.com``) or ``"*"``."""
+    if value is None or not value.strip():
+        return ()
+    try:
+        origins = json.loads(value)
+    except json.JSONDecodeError:
+        raise ConfigError(
+            'ALLOWED_ORIGINS must be a JSON array, e.g. ["https://example.com"]'
+        ) from None
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ConfigError("ALLOWED_ORIGINS must be a JSON array of strings")
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise ConfigError(
+                f"ALLOWED_ORIGINS: {origin!r} is not an origin like https://host[:port]"
+            )
+    return tuple(o.rstrip("/").lower() for o in origins)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything s3proxy needs to run. Invalid values raise :class:`ConfigError`."""
+
+    bucket: str
+    region: str | None = None
+    key: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+    auth_key: str | None = field(default=None, repr=False)
+    endpoint_url: str | None = None
+    addressing_style: AddressingStyle = "auto"
+    prefix: str = ""
+    host: str = "0.0.0.0"
+    port: int = 8000
+    threads: int = 1
+    ttl: int = 300
+    cache_dir: str = field(default_factory=default_cache_dir)
+    memory_cache_size: int = 64 * 1024 * 1024
+    memory_object_size: int = 1024 * 1024
+    index_document: str = "index.html"
+    reject_query_strings: bool = False
+    allowed_origins: tuple[str, ...] = ()
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    log_level: str = "info"
+    log_dir: str | None = "logs/"
+    log_format: Literal["json", "console"] = "json"
+    console: bool = False
+    mmdb_host: str | None = None
+    mmdb_port: int = 8010
+    akumuli_host: str | None = None
+    akumuli_port: int = 8282
+    mongo_uri: str | None = field(default=None, repr=False)
+    mongo_database: str = "metrics"
+    mongo_collection: str = "request"
+
+    def __post_init__(self) -> None:
+        if not self.bucket or "/" in self.bucket:
+            raise ConfigError(f"invalid bucket name {self.bucket!r}")
+        try:
+            object.__setattr__(self, "prefix", normalize_prefix(self.prefix))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        _check_range("port", self.port, 0, 65535)
+        _check_range("threads", self.threads, 1, 256)
+        _check_range("ttl", self.ttl, 0, 10 * 365 * 86400)
+        _check_range("memory_cache_size", self.memory_cache_size, 0, 1 << 40)
+        _check_range("memory_object_size", self.memory_object_size, 0, 1 << 32)
+        _check_range("mmdb_port", self.mmdb_port, 1, 65535)
+        _check_range("akumuli_port", self.akumuli_port, 1, 65535)
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ConfigError("timeouts must be positive numbers of seconds")
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        object.__setattr__(self, "log_level", self.log_level.lower())
+        if self.addressing_style not in ("auto", "path", "virtual"):
+            raise ConfigError("addressing style must be auto, path or virtual")
+        if not self.index_document or "/" in self.index_document:
+            raise ConfigError("the index document must be a file name, e.g. index.html")
+        if self.endpoint_url is not None and not re.match(r"^https?://", self.endpoint_url):
+            raise ConfigError(
+                f"endpoint URL must start with http:// or https://: {self.endpoint_url!r}"
+            )
+        if not os.path.isabs(self.cache_dir):
+            object.__setattr__(self, "cache_dir", os.path.abspath(self.cache_dir))
+
+    def to_json(self) -> str:
+        """Serialise for worker processes (they rebuild the Config from the environment)."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Config:
+        data: dict[str, Any] = json.loads(text)
+        data["allowed_origins"] = tuple(data["allowed_origins"])
+        return cls(**data)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings as a dict with every secret replaced, for the startup log line."""
+        data = asdict(self)
+        for name in ("key", "secret", "auth_key", "mongo_uri"):
+            if data[name] is not None:
+                data[name] = "[redacted]"
+        return data
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        option = "--" + name.replace("_", "-")
+        raise ConfigError(f"{option} must be between {low} and {high}, got {value}")
+
+
+def check_environment(config: Config) -> None:
+    """Checks that need the machine: the cache dir must exist (it is created) and be writable."""
+    path = Path(config.cache_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cache dir {config.cache_dir} is not writable: {exc.strerror}") from None

@@ -1,0 +1,43 @@
+"""The one exception tree of s3proxy.
+
+Foreign exceptions (botocore, aiohttp, OSError from the cache) are translated into these at the
+module that imports the foreign library; the site handler turns them into responses in one
+place, before the response starts::
+
+    S3ProxyError
+    ├── ConfigError            bad settings; the CLI prints one line and exits 2
+    ├── OriginError            S3 did not give us the object               -> 502
+    │   ├── ObjectNotFound     no such key (or 403 without ListBucket)     -> 404
+    │   ├── OriginTimeout      connect or read timed out                   -> 504
+    │   └── OriginBodyError    the body broke off or failed verification; the client's
+    │                          connection is aborted, nothing is cached
+    └── CacheError             the local cache could not store or read an entry
+"""
+
+
+class S3ProxyError(Exception):
+    """Base class of every error s3proxy raises on purpose."""
+
+
+class ConfigError(S3ProxyError):
+    """A setting is invalid. The message is one line, fit for an operator."""
+
+
+class OriginError(S3ProxyError):
+    """S3 failed to answer usefully (5xx, refused connection, unexpected status)."""
+
+
+class ObjectNotFound(OriginError):
+    """The key does not exist in the bucket (S3 404, or 403 when ListBucket is not granted)."""
+
+
+class OriginTimeout(OriginError):
+    """Connecting to S3, or reading its answer, took longer than the configured timeout."""
+
+
+class OriginBodyError(OriginError):
+    """The object's body ended early, ran long, or did not match its ETag."""
+
+
+class CacheError(S3ProxyError):
+    """The disk cache could not be written or read (full disk, permissions)."""

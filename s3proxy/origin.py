@@ -1,0 +1,193 @@
+"""The S3 origin: the only module that imports aiobotocore and botocore.
+
+Every botocore/aiohttp exception is translated here into :mod:`s3proxy.exceptions`; an expected
+``304 Not Modified`` on revalidation is a return value (:data:`NOT_MODIFIED`), not an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+from s3proxy.config import Config
+from s3proxy.exceptions import ObjectNotFound, OriginBodyError, OriginError, OriginTimeout
+from s3proxy.meta import ObjectMeta
+
+#: Bytes asked of the body stream at a time.
+CHUNK_SIZE = 256 * 1024
+
+
+class Revalidated(enum.Enum):
+    NOT_MODIFIED = "not_modified"
+
+
+#: What :meth:`Origin.get` returns when ``if_none_match`` still matches the stored object.
+NOT_MODIFIED = Revalidated.NOT_MODIFIED
+
+
+@contextlib.contextmanager
+def _translate_errors(key: str) -> Iterator[None]:
+    """Map botocore/aiohttp failures to our exception tree (no S3 XML, bucket or request id
+    travels further than the log line the caller writes)."""
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        # Without s3:ListBucket, S3 answers 403 for a key that does not exist.
+        if code in ("NoSuchKey", "404", "NotFound", "AccessDenied", "403") or status in (404, 403):
+            raise ObjectNotFound(key) from None
+        raise OriginError(f"S3 answered {status or code} ({code})") from None
+    except (ConnectTimeoutError, ReadTimeoutError, TimeoutError) as exc:
+        raise OriginTimeout(f"S3 timed out: {type(exc).__name__}") from None
+    except (EndpointConnectionError, aiohttp.ClientError) as exc:
+        raise OriginError(f"cannot reach S3: {type(exc).__name__}") from None
+    except BotoCoreError as exc:
+        raise OriginError(f"S3 request failed: {type(exc).__name__}") from None
+
+
+@dataclass(slots=True)
+class OriginObject:
+    """An object whose headers have arrived. Its owner must iterate :meth:`chunks` to the end
+    or call :meth:`close` (an unread body would otherwise be dropped from the pool)."""
+
+    key: str
+    meta: ObjectMeta
+    _body: Any
+    _md5: Any = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield the body; raise :class:`OriginBodyError` if it breaks off, runs long, or does
+        not match the single-part ETag (an MD5 of the content)."""
+        received = 0
+        try:
+            while True:
+                with _translate_body_errors():
+                    chunk = await self._body.read(CHUNK_SIZE)
+                if not chunk:
+                    break
+                received += len(chunk)
+                if self._md5 is not None:
+                    self._md5.update(chunk)
+                yield chunk
+        finally:
+            self.close()
+        if received != self.meta.size:
+            raise OriginBodyError(f"body of {received} bytes, expected {self.meta.size}")
+        if self._md5 is not None and f'"{self._md5.hexdigest()}"' != self.meta.etag:
+            raise OriginBodyError("body does not match its ETag")
+
+    def close(self) -> None:
+        self._body.close()
+
+
+@contextlib.contextmanager
+def _translate_body_errors() -> Iterator[None]:
+    try:
+        yield
+    except (ResponseStreamingError, aiohttp.ClientError, ReadTimeoutError, TimeoutError) as exc:
+        raise OriginBodyError(f"body broke off: {type(exc).__name__}") from None
+    except BotoCoreError as exc:  # IncompleteReadError and the like
+        raise OriginBodyError(f"body broke off: {type(exc).__name__}") from None
+
+
+def _md5_verifiable(response: dict[str, Any]) -> bool:
+    """Only a single-part object stored without SSE-KMS/SSE-C has an ETag that is its MD5."""
+    etag = response.get("ETag") or ""
+    if "-" in etag or len(etag) != 34:
+        return False
+    if response.get("SSECustomerAlgorithm"):
+        return False
+    return response.get("ServerSideEncryption") in (None, "AES256")
+
+
+def meta_from_response(response: dict[str, Any]) -> ObjectMeta:
+    last_modified = response.get("LastModified")
+    return ObjectMeta(
+        size=int(response.get("ContentLength") or 0),
+        etag=response.get("ETag"),
+        last_modified=last_modified.timestamp() if last_modified is not None else None,
+        content_type=response.get("ContentType"),
+        cache_control=response.get("CacheControl"),
+        content_encoding=response.get("ContentEncoding"),
+        content_disposition=response.get("ContentDisposition"),
+        content_language=response.get("ContentLanguage"),
+        expires=response.get("ExpiresString"),
+    )
+
+
+class Origin:
+    """A pooled S3 client for one bucket. Open with ``async with Origin(config)``."""
+
+    def __init__(self, config: Config) -> None:
+        self.bucket = config.bucket
+        self._config = config
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+
+    async def __aenter__(self) -> Origin:
+        config = self._config
+        aio_config = AioConfig(
+            connect_timeout=config.connect_timeout,
+            read_timeout=config.read_timeout,
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=64,
+            s3={"addressing_style": config.addressing_style},
+        )
+        # endpoint_url=None lets botocore read AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; no
+        # key/secret means the standard credential chain (env, profile, role, web identity).
+        self._client = await self._stack.enter_async_context(
+            get_session().create_client(
+                "s3",
+                region_name=config.region,
+                endpoint_url=config.endpoint_url,
+                aws_access_key_id=config.key,
+                aws_secret_access_key=config.secret,
+                config=aio_config,
+            )
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def get(
+        self, key: str, *, if_none_match: str | None = None
+    ) -> OriginObject | Revalidated:
+        """GetObject ``key``. With ``if_none_match`` (a stored ETag), return
+        :data:`NOT_MODIFIED` when S3 answers 304. Raises :class:`ObjectNotFound`,
+        :class:`OriginTimeout` or :class:`OriginError`."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if if_none_match:
+            params["IfNoneMatch"] = if_none_match
+        try:
+            with _translate_errors(key):
+                response = await self._client.get_object(**params)
+        except OriginError as exc:
+            if if_none_match and "304" in str(exc):
+                return NOT_MODIFIED
+            raise
+        md5 = hashlib.md5(usedforsecurity=False) if _md5_verifiable(response) else None
+        return OriginObject(key, meta_from_response(response), response["Body"], md5)
+
+    async def check(self) -> None:
+        """Raise :class:`OriginError` unless the bucket answers (for readiness probes)."""
+        with _translate_errors(""):
+            await self._client.head_bucket(Bucket=self.bucket)

@@ -1,0 +1,145 @@
+"""Render decisions as raw ASGI messages. No decisions are made here.
+
+The hit path sends a precomputed header list and the body in one message: measured on these
+machines, starlette's ``Response`` costs about half the throughput of a raw ASGI send for a
+3 KB body, and ``FileResponse`` (a thread hop per chunk and per stat) 25 times more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mimetypes
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from s3proxy.cache import Entry
+from s3proxy.conditional import ByteRange, content_range, format_http_date
+from s3proxy.meta import ObjectMeta
+
+Headers = list[tuple[bytes, bytes]]
+Send = Any  # the ASGI send callable
+
+#: Chunk size when a body is read from disk in a worker thread.
+DISK_CHUNK = 256 * 1024
+#: Bodies up to this size are read from disk on the event loop (a page-cache read of 64 KiB
+#: measured ~10 µs here, cheaper than the ~60 µs thread hop).
+INLINE_READ_MAX = 64 * 1024
+_GENERIC_TYPES = frozenset({"", "binary/octet-stream", "application/octet-stream"})
+_TEXT_PLAIN = (b"content-type", b"text/plain; charset=utf-8")
+
+
+def content_type(key: str, meta: ObjectMeta) -> str:
+    """S3's Content-Type, unless it is missing or generic: then a guess from the extension."""
+    stored = meta.content_type or ""
+    if stored.lower() not in _GENERIC_TYPES:
+        return stored
+    guessed, _ = mimetypes.guess_type(key, strict=False)
+    if guessed is None:
+        return "application/octet-stream"
+    if guessed.startswith("text/") or guessed in ("application/javascript", "application/json"):
+        return guessed + "; charset=utf-8"
+    return guessed
+
+
+def representation_headers(entry: Entry, ttl: int) -> Headers:
+    """Headers describing the object (everything but length, range and per-request ones).
+    Memoised on the entry; recomputed when a revalidation moved ``expires_at``."""
+    memo = entry.rendered
+    if memo is not None and memo[0] == entry.expires_at:
+        headers: Headers = memo[1]
+        return headers
+    meta = entry.meta
+    assert meta is not None
+    headers = [(b"content-type", content_type(entry.key, meta).encode("latin-1"))]
+    if meta.etag:
+        headers.append((b"etag", meta.etag.encode("latin-1")))
+    if meta.last_modified is not None:
+        headers.append((b"last-modified", format_http_date(meta.last_modified).encode()))
+    expires = meta.expires or format_http_date(entry.expires_at)
+    headers.append((b"expires", expires.encode("latin-1")))
+    cache_control = meta.cache_control or f"max-age={ttl}"
+    headers.append((b"cache-control", cache_control.encode("latin-1")))
+    for name, value in (
+        (b"content-encoding", meta.content_encoding),
+        (b"content-disposition", meta.content_disposition),
+        (b"content-language", meta.content_language),
+    ):
+        if value:
+            headers.append((name, value.encode("latin-1")))
+    headers.append((b"accept-ranges", b"bytes"))
+    entry.rendered = (entry.expires_at, headers)
+    return headers
+
+
+async def send_body(send: Send, status: int, headers: Headers, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_text(send: Send, status: int, message: str, headers: Headers | None = None) -> int:
+    """Our own short plain-text answer (never S3's XML). Returns the body length."""
+    body = f"{message}\n".encode()
+    out = [_TEXT_PLAIN, (b"content-length", str(len(body)).encode())]
+    if headers:
+        out.extend(headers)
+    await send_body(send, status, out, body)
+    return len(body)
+
+
+async def send_empty(send: Send, status: int, headers: Headers) -> None:
+    """A response without a body (304, HEAD, 204). ``headers`` may carry content-length."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def send_stream(
+    send: Send, status: int, headers: Headers, chunks: AsyncIterator[bytes]
+) -> int:
+    """Send ``chunks`` as the body. If the iterator raises part way, the exception propagates
+    after the response has started: the server then aborts the connection, so the client sees
+    a broken transfer, never a clean short one."""
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    sent = 0
+    async for chunk in chunks:
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        sent += len(chunk)
+    await send({"type": "http.response.body", "body": b""})
+    return sent
+
+
+async def file_chunks(path: str, start: int, length: int) -> AsyncIterator[bytes]:
+    """Read ``length`` bytes of ``path`` from ``start``; one thread hop per chunk."""
+    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+    try:
+        offset, end = start, start + length
+        while offset < end:
+            chunk = await asyncio.to_thread(os.pread, fd, min(DISK_CHUNK, end - offset), offset)
+            if not chunk:
+                raise OSError(f"{path} is shorter than its recorded size")
+            offset += len(chunk)
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def range_headers(r: ByteRange, size: int) -> Headers:
+    return [
+        (b"content-range", content_range(r, size).encode()),
+        (b"content-length", str(r.end - r.start + 1).encode()),
+    ]
+
+
+def multipart_parts(
+    ranges: tuple[ByteRange, ...], size: int, ctype: str, boundary: str
+) -> tuple[list[bytes], int]:
+    """The part headers of a ``multipart/byteranges`` body (RFC 9110 §14.6) and its total
+    length: each range's bytes go after its part header, then the closing delimiter."""
+    heads = [
+        f"\r\n--{boundary}\r\ncontent-type: {ctype}\r\n"
+        f"content-range: {content_range(r, size)}\r\n\r\n".encode()
+        for r in ranges
+    ]
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    total = sum(len(h) for h in heads) + sum(r.end - r.start + 1 for r in ranges) + len(tail)
+    return [*heads, tail], total

@@ -1,0 +1,77 @@
+"""``run(config)``: prepare the cache directory, then serve with uvicorn (uvloop + httptools),
+in-process or as ``--threads`` worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import replace
+from typing import Any
+
+import uvicorn
+
+from s3proxy import logging as log
+from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, open_cache
+from s3proxy.config import Config, ConfigError, check_environment
+
+_logger = log.get_logger("s3proxy.server")
+
+
+def prepare(config: Config) -> None:
+    """Startup checks and cleanup, once, before any worker starts: the cache dir must be
+    writable; files a crash left half-written are removed."""
+    check_environment(config)
+    try:
+        configure_logging(config)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot write logs to {config.log_dir}: {exc}") from None
+    cache = open_cache(config)
+    try:
+        removed = cache.remove_leftovers()
+    finally:
+        cache.close()
+    _logger.info("starting", removed_leftovers=removed, **log.redact(config.public_dict()))
+
+
+def run(config: Config) -> None:
+    prepare(config)
+    options: dict[str, Any] = {
+        "host": config.host,
+        "port": config.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": 10,
+        "lifespan": "on",
+    }
+    if config.threads > 1:
+        os.environ[WORKER_CONFIG_ENV] = config.to_json()
+        uvicorn.run(
+            "s3proxy.app:create_app_from_environ", factory=True, workers=config.threads, **options
+        )
+    else:
+        uvicorn.run(App(config), **options)
+    log.flush()
+
+
+def run_demo(params: dict[str, Any]) -> None:
+    """Start the local S3 emulator with the sample site and serve it."""
+    from s3proxy.cli import build_config
+    from s3proxy.demo import run_demo_origin
+
+    with run_demo_origin() as origin:
+        params = {**params, "bucket": origin.bucket}
+        config = replace(
+            build_config(params),
+            endpoint_url=origin.endpoint_url,
+            region=origin.region,
+            key=origin.key_id,
+            secret=origin.secret,
+            addressing_style="path",
+        )
+        host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
+        print(f"s3proxy demo: serving the sample site at http://{host}:{config.port}/", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            run(config)

@@ -1,0 +1,500 @@
+"""s3proxy.logging: real files in tmp_path, time injected through ``slog._clock``."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import json
+import logging
+import multiprocessing
+import os
+import select
+from collections.abc import Iterator
+from multiprocessing.synchronize import Event
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from s3proxy import logging as slog
+
+# 2024-05-01T23:59:59.250Z: a quarter second before a UTC midnight.
+BEFORE_MIDNIGHT = calendar.timegm((2024, 5, 1, 23, 59, 59)) + 0.25
+AFTER_MIDNIGHT = BEFORE_MIDNIGHT + 1.0
+
+
+class FakeClock:
+    """Stands in for time.time; tests move ``now`` instead of sleeping."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def clean_logging() -> Iterator[None]:
+    """Every test starts unconfigured and leaves the stdlib loggers as it found them."""
+    root = logging.getLogger()
+    saved = [(lg, lg.level, list(lg.handlers), lg.propagate) for lg in _touched_loggers()]
+    yield
+    slog.close()
+    for lg, level, handlers, propagate in saved:
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.propagate = propagate
+    assert not any(isinstance(h, slog._StdlibHandler) for h in root.handlers)
+
+
+def _touched_loggers() -> list[logging.Logger]:
+    names = ["uvicorn", "uvicorn.error", "uvicorn.access"]
+    return [logging.getLogger(), *(logging.getLogger(name) for name in names)]
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock(BEFORE_MIDNIGHT)
+    monkeypatch.setattr(slog, "_clock", fake)
+    return fake
+
+
+def log_file(directory: Path, day: str = "2024-05-01") -> Path:
+    return directory / f"s3proxy-{day}.log"
+
+
+def read_lines(path: Path) -> list[dict[str, object]]:
+    """Parse every line as JSON; fails on a partial or multi-line record."""
+    data = path.read_bytes()
+    assert data == b"" or data.endswith(b"\n")
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_access_line_is_one_json_object_with_ts_level_event_first(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """The request line is compact JSON: ts (UTC, ms), level, event, then the fields."""
+    slog.configure(log_dir=str(tmp_path))
+    slog.access({"method": "GET", "path": "/a b\n", "status": 200, "duration_ms": 1.5})
+    slog.flush()
+
+    raw = log_file(tmp_path).read_text()
+    assert raw.count("\n") == 1 and ", " not in raw
+    (line,) = read_lines(log_file(tmp_path))
+    assert line == {
+        "ts": "2024-05-01T23:59:59.250Z",
+        "level": "info",
+        "event": "request",
+        "method": "GET",
+        "path": "/a b\n",
+        "status": 200,
+        "duration_ms": 1.5,
+    }
+    assert list(line)[:3] == ["ts", "level", "event"]
+
+
+def test_unencodable_values_do_not_break_the_line(tmp_path: Path, clock: FakeClock) -> None:
+    """Odd values become strings instead of raising into the request."""
+    slog.configure(log_dir=str(tmp_path))
+    cycle: list[object] = []
+    cycle.append(cycle)
+    slog.access({"path": Path("/x")})
+    slog.access({"cycle": cycle})
+    slog.flush()
+
+    first, second = read_lines(log_file(tmp_path))
+    assert first["path"] == "/x"
+    assert second["cycle"] == "[[...]]"
+
+
+def test_lines_are_buffered_until_flush(tmp_path: Path, clock: FakeClock) -> None:
+    """Nothing reaches the file until flush(); then everything does."""
+    slog.configure(log_dir=str(tmp_path))
+    for i in range(10):
+        slog.access({"n": i})
+    assert log_file(tmp_path).read_bytes() == b""
+
+    slog.flush()
+    assert [line["n"] for line in read_lines(log_file(tmp_path))] == list(range(10))
+
+
+def test_buffer_past_32k_is_written_in_one_write_of_whole_lines(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passing 32 KiB triggers exactly one os.write, and it ends on a line boundary."""
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def recording_write(fd: int, data: bytes) -> int:
+        if fd > 2:
+            writes.append(bytes(data))
+        return real_write(fd, data)
+
+    slog.configure(log_dir=str(tmp_path))
+    monkeypatch.setattr(os, "write", recording_write)
+    padding = "x" * 1000
+    n = 0
+    while not writes:
+        slog.access({"n": n, "padding": padding})
+        n += 1
+
+    (chunk,) = writes
+    assert slog.BUFFER_BYTES <= len(chunk) < slog.BUFFER_BYTES + 1100
+    assert chunk.endswith(b"\n")
+    assert [json.loads(line)["n"] for line in chunk.splitlines()] == list(range(n))
+
+    slog.access({"n": n})
+    assert len(writes) == 1
+    slog.flush()
+    assert len(writes) == 2 and json.loads(writes[1])["n"] == n
+
+
+def test_file_rotates_at_utc_midnight_without_renaming(tmp_path: Path, clock: FakeClock) -> None:
+    """After midnight UTC, flushes go to the new day's file; yesterday's stays as it was."""
+    slog.configure(log_dir=str(tmp_path))
+    slog.access({"n": 1})
+    slog.flush()
+    clock.now = AFTER_MIDNIGHT
+    slog.access({"n": 2})
+    slog.flush()
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "s3proxy-2024-05-01.log",
+        "s3proxy-2024-05-02.log",
+    ]
+    assert [line["n"] for line in read_lines(log_file(tmp_path, "2024-05-01"))] == [1]
+    (line,) = read_lines(log_file(tmp_path, "2024-05-02"))
+    assert line["n"] == 2 and line["ts"] == "2024-05-02T00:00:00.250Z"
+
+
+@pytest.mark.parametrize(
+    "suffix",
+    [
+        pytest.param("logs", id="no-trailing-slash"),
+        pytest.param("logs/", id="trailing-slash"),
+        pytest.param("a/b/logs/", id="nested"),
+    ],
+)
+def test_missing_log_dir_is_created(tmp_path: Path, clock: FakeClock, suffix: str) -> None:
+    """The directory is created, trailing slash or not, and the file is mode 0o640 or less."""
+    slog.configure(log_dir=f"{tmp_path}/{suffix}")
+    slog.access({"n": 1})
+    slog.flush()
+
+    path = log_file(tmp_path / suffix)
+    assert len(read_lines(path)) == 1
+    assert path.stat().st_mode & 0o777 & ~0o640 == 0
+
+
+def test_unopenable_log_dir_fails_at_configure(tmp_path: Path) -> None:
+    """A log dir that cannot be created fails loudly at startup."""
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OSError):
+        slog.configure(log_dir=str(tmp_path / "file" / "logs"))
+
+
+@pytest.mark.parametrize("level", ["loud", ""])
+def test_unknown_level_is_rejected(level: str) -> None:
+    """configure fails on a level it does not know."""
+    with pytest.raises(ValueError, match="unknown log level"):
+        slog.configure(level=level, log_dir=None)
+
+
+@pytest.mark.parametrize(
+    ("level", "expected"),
+    [
+        pytest.param(
+            "DEBUG", ["request", "dbg", "inf", "wrn", "std-info", "std-warning"], id="debug"
+        ),
+        pytest.param("info", ["request", "inf", "wrn", "std-info", "std-warning"], id="info"),
+        pytest.param("Warning", ["wrn", "std-warning"], id="warning"),
+        pytest.param("critical", [], id="critical"),
+    ],
+)
+def test_level_filters_access_events_and_stdlib_records(
+    tmp_path: Path, clock: FakeClock, level: str, expected: list[str]
+) -> None:
+    """Events below the level are dropped; the access line counts as info."""
+    slog.configure(level=level, log_dir=str(tmp_path))
+    log = slog.get_logger("s3proxy.test")
+    slog.access({"path": "/"})
+    log.debug("dbg")
+    log.info("inf")
+    log.warning("wrn")
+    logging.getLogger("some.library").info("std-info")
+    logging.getLogger("some.library").warning("std-warning")
+    slog.flush()
+
+    assert [line["event"] for line in read_lines(log_file(tmp_path))] == expected
+
+
+def test_app_event_has_ts_level_event_logger_then_fields(tmp_path: Path, clock: FakeClock) -> None:
+    """get_logger events share the access line's shape, with the logger's name."""
+    log = slog.get_logger("s3proxy.cache")  # created before configure, like a module global
+    slog.configure(log_dir=str(tmp_path))
+    log.info("cache_cleared", entries=3)
+    slog.get_logger().warning("origin_slow")
+    slog.flush()
+
+    first, second = read_lines(log_file(tmp_path))
+    assert first == {
+        "ts": "2024-05-01T23:59:59.250Z",
+        "level": "info",
+        "event": "cache_cleared",
+        "logger": "s3proxy.cache",
+        "entries": 3,
+    }
+    assert list(first) == ["ts", "level", "event", "logger", "entries"]
+    assert second["logger"] == "s3proxy" and second["level"] == "warning"
+
+
+@pytest.mark.parametrize(
+    ("level", "with_traceback"),
+    [pytest.param("info", False, id="info"), pytest.param("debug", True, id="debug")],
+)
+def test_exception_is_one_line_with_traceback_only_at_debug(
+    tmp_path: Path, clock: FakeClock, level: str, with_traceback: bool
+) -> None:
+    """exc is "Type: message"; the traceback text is added at debug, still in one line."""
+    slog.configure(level=level, log_dir=str(tmp_path))
+    try:
+        raise KeyError("k")
+    except KeyError:
+        slog.get_logger().exception("lookup_failed")
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    slog.flush()
+
+    lines = read_lines(log_file(tmp_path))
+    assert [(line["level"], line["exc"]) for line in lines] == [("error", "KeyError: 'k'")] * 2
+    for line in lines:
+        assert ("traceback" in line) is with_traceback
+        if with_traceback:
+            assert str(line["traceback"]).startswith("Traceback (most recent call last)")
+
+
+def test_uvicorn_records_go_to_the_same_file_in_the_same_format(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """uvicorn started with log_config=None logs through our sink, as JSON like ours."""
+    logging.getLogger("uvicorn.error").addHandler(logging.StreamHandler())  # a stale setup
+    slog.configure(log_dir=str(tmp_path))
+    uvicorn.Config(app="unused:app", log_config=None, access_log=False, log_level="info")
+    logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
+    slog.access({"path": "/"})
+    slog.flush()
+
+    uvicorn_line, access_line = read_lines(log_file(tmp_path))
+    assert uvicorn_line["event"] == "Started server process [42]"
+    assert uvicorn_line["logger"] == "uvicorn.error"
+    assert uvicorn_line["level"] == "info"
+    assert list(uvicorn_line)[:3] == list(access_line)[:3] == ["ts", "level", "event"]
+    assert not logging.getLogger("uvicorn.error").handlers
+
+
+def test_configure_twice_does_not_duplicate_lines(tmp_path: Path, clock: FakeClock) -> None:
+    """configure is idempotent: one record, one line, whatever the number of calls."""
+    slog.configure(log_dir=str(tmp_path))
+    slog.configure(log_dir=str(tmp_path))
+    logging.getLogger("x").warning("once")
+    slog.get_logger().warning("once")
+    slog.flush()
+
+    assert [line["event"] for line in read_lines(log_file(tmp_path))] == ["once", "once"]
+
+
+def test_close_flushes_and_unconfigures(tmp_path: Path, clock: FakeClock) -> None:
+    """close writes what is buffered; afterwards access() writes nothing."""
+    slog.configure(log_dir=str(tmp_path))
+    slog.access({"n": 1})
+    slog.close()
+    slog.access({"n": 2})
+    slog.flush()
+
+    assert [line["n"] for line in read_lines(log_file(tmp_path))] == [1]
+
+
+def test_console_echoes_the_same_lines_to_stdout(
+    tmp_path: Path, clock: FakeClock, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """--console true writes the file's lines to stdout as well, at flush time."""
+    slog.configure(log_dir=str(tmp_path), console=True)
+    slog.access({"n": 1})
+    assert capfd.readouterr().out == ""
+    slog.flush()
+
+    assert capfd.readouterr().out == log_file(tmp_path).read_text()
+
+
+def test_console_format_is_key_value(clock: FakeClock, capfd: pytest.CaptureFixture[str]) -> None:
+    """json_format=False renders human key=value lines for every kind of record."""
+    slog.configure(log_dir=None, console=True, json_format=False)
+    slog.access({"path": "/index.html", "status": 200})
+    slog.get_logger("s3proxy.app").info("started", port=8080)
+    slog.flush()
+
+    access_line, event_line = capfd.readouterr().out.splitlines()
+    assert access_line.startswith("2024-05-01T23:59:59.250Z [info")
+    assert "request" in access_line and "path=/index.html status=200" in access_line
+    assert "[s3proxy.app]" in event_line and "port=8080" in event_line
+
+
+def test_flush_periodically_flushes_and_flushes_again_when_cancelled(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lifespan task writes lines within its interval, and what is left on cancel."""
+    slog.configure(log_dir=str(tmp_path))
+    path = log_file(tmp_path)
+    real_flush = slog.flush
+
+    async def scenario() -> None:
+        flushed = asyncio.Event()
+
+        def flush_and_tell() -> None:
+            real_flush()
+            flushed.set()
+
+        monkeypatch.setattr(slog, "flush", flush_and_tell)
+        task = asyncio.create_task(slog.flush_periodically(0.001))
+        slog.access({"n": 1})
+        await asyncio.wait_for(flushed.wait(), timeout=5)
+        assert [line["n"] for line in read_lines(path)] == [1]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        task = asyncio.create_task(slog.flush_periodically(3600))
+        await asyncio.sleep(0)
+        slog.access({"n": 2})
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert [line["n"] for line in read_lines(path)] == [1, 2]
+
+
+def _append_from_another_process(log_dir: str, writer: int, count: int, start: Event) -> None:
+    """Child process: configure, wait for the start signal, write ``count`` lines, close."""
+    slog.configure(log_dir=log_dir)
+    start.wait()
+    padding = "p" * (97 + 31 * writer)  # line lengths that do not divide 32 KiB evenly
+    for seq in range(count):
+        slog.access({"writer": writer, "seq": seq, "padding": padding})
+    slog.close()
+
+
+def test_two_processes_append_only_whole_lines_to_one_file(tmp_path: Path) -> None:
+    """Two processes writing the same file concurrently never split or lose a line."""
+    count = 5000
+    ctx = multiprocessing.get_context("spawn")  # as uvicorn starts its workers
+    start = ctx.Event()
+    workers = [
+        ctx.Process(target=_append_from_another_process, args=(str(tmp_path), w, count, start))
+        for w in (0, 1)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+
+    lines = [line for path in sorted(tmp_path.iterdir()) for line in read_lines(path)]
+    for writer in (0, 1):
+        assert [line["seq"] for line in lines if line["writer"] == writer] == list(range(count))
+    assert len(lines) == 2 * count
+
+
+def test_forked_child_does_not_write_the_parents_buffer(tmp_path: Path, clock: FakeClock) -> None:
+    """Lines buffered before a fork are written once, by the parent."""
+    slog.configure(log_dir=str(tmp_path))
+    slog.access({"who": "parent"})
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        try:
+            slog.access({"who": "child"})
+            slog.flush()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    slog.flush()
+
+    assert sorted(str(line["who"]) for line in read_lines(log_file(tmp_path))) == [
+        "child",
+        "parent",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "limit", "pieces"),
+    [
+        pytest.param(b"a\nb\n", 10, [b"a\nb\n"], id="fits"),
+        pytest.param(b"aa\nbb\ncc\n", 6, [b"aa\nbb\n", b"cc\n"], id="cut-after-newline"),
+        pytest.param(b"aa\nbb\ncc\n", 5, [b"aa\n", b"bb\n", b"cc\n"], id="never-mid-line"),
+        pytest.param(b"a\nlonglong\nb\n", 4, [b"a\n", b"longlong\n", b"b\n"], id="long-line"),
+        pytest.param(b"", 4, [], id="empty"),
+    ],
+)
+def test_line_pieces_are_whole_lines_within_the_limit(
+    data: bytes, limit: int, pieces: list[bytes]
+) -> None:
+    """stdout writes are cut after newlines, within PIPE_BUF unless one line is longer."""
+    assert list(slog._line_pieces(data, limit)) == pieces
+
+
+def test_stdout_writes_stay_within_pipe_buf(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 32 KiB flush reaches stdout in whole-line writes of at most PIPE_BUF bytes."""
+    writes: list[bytes] = []
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(bytes(data)) or len(data))
+    slog.configure(log_dir=None, console=True)
+    for n in range(200):
+        slog.access({"n": n, "padding": "x" * 300})
+    slog.flush()
+
+    assert len(writes) > 1
+    assert all(len(w) <= select.PIPE_BUF and w.endswith(b"\n") for w in writes)
+    assert [json.loads(line)["n"] for w in writes for line in w.splitlines()] == list(range(200))
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        pytest.param(
+            {"bucket": "site", "auth_key": "s3cr3t", "port": 8080},
+            {"bucket": "site", "auth_key": slog.REDACTED, "port": 8080},
+            id="auth-key",
+        ),
+        pytest.param(
+            {"AWS_Secret_Access_Key": "x", "Authorization": "Bearer y", "Key": "z"},
+            {
+                "AWS_Secret_Access_Key": slog.REDACTED,
+                "Authorization": slog.REDACTED,
+                "Key": slog.REDACTED,
+            },
+            id="any-case",
+        ),
+        pytest.param({"secret": None}, {"secret": None}, id="unset-stays-visible"),
+        pytest.param(
+            {"origin": {"secret": "x", "region": "eu"}},
+            {"origin": {"secret": slog.REDACTED, "region": "eu"}},
+            id="nested",
+        ),
+        pytest.param({"keys": "a", "monkey": "b"}, {"keys": "a", "monkey": "b"}, id="exact-names"),
+    ],
+)
+def test_redact_hides_secret_values(config: dict[str, object], expected: dict[str, object]) -> None:
+    """redact replaces secret values, by key name in any case, and leaves the input intact."""
+    before = repr(config)
+    assert slog.redact(config) == expected
+    assert repr(config) == before
+
+
+def test_redact_takes_custom_secret_keys() -> None:
+    """The set of secret names can be replaced."""
+    assert slog.redact({"token": "t", "key": "k"}, frozenset({"TOKEN"})) == {
+        "token": slog.REDACTED,
+        "key": "k",
+    }
