@@ -15,7 +15,8 @@ from typing import Any
 import click
 
 from s3proxy import __version__
-from s3proxy.config import Config, ConfigError, default_cache_dir, parse_origins, parse_size
+from s3proxy.config import Config, default_cache_dir, parse_origins, parse_size
+from s3proxy.exceptions import ConfigError
 
 # (option, short flag, original env var, click settings). The Config field is the option name
 # with '-' as '_', except where noted in _FIELD.

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
+from starlette.types import Receive, Scope, Send
 
 from s3proxy import logging as log
 from s3proxy.cache import Cache
@@ -59,8 +60,8 @@ def management_app(auth_key: str | None, cache: Callable[[], Cache]) -> Router:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def not_found(request: Request) -> Response:
-        return PlainTextResponse("Not Found\n", 404)
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        await PlainTextResponse("Not Found\n", 404)(scope, receive, send)
 
     return Router(
         routes=[

@@ -12,7 +12,8 @@ import uvicorn
 
 from s3proxy import logging as log
 from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, open_cache
-from s3proxy.config import Config, ConfigError, check_environment
+from s3proxy.config import Config, check_environment
+from s3proxy.exceptions import ConfigError
 
 _logger = log.get_logger("s3proxy.server")
 

@@ -59,6 +59,9 @@ _WANTED = frozenset(
 _CONDITIONAL = (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since")
 _VALIDATOR_HEADERS = frozenset({b"etag", b"last-modified", b"expires", b"cache-control"})
 ALLOW = b"GET, HEAD, OPTIONS"
+#: Paths whose key mapping is remembered; the memo is emptied when full (random paths from
+#: a scanner must not grow memory).
+KEY_MEMO_SIZE = 16_384
 
 _logger = log.get_logger("s3proxy.site")
 
@@ -119,6 +122,8 @@ class Site:
         self.readthrough = readthrough
         self.cors = Cors(config.allowed_origins)
         self.ttl = config.ttl
+        # raw path -> Key: mapping is pure, and a memo hit costs 0.1 µs against ~3 µs.
+        self._keys: dict[bytes, Key] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
@@ -155,11 +160,16 @@ class Site:
             out.status = 400
             out.sent = await send_text(send, 400, "Query strings are not accepted")
             return None
-        key = path_to_key(
-            scope["raw_path"],
-            prefix=self.config.prefix,
-            index_document=self.config.index_document,
-        )
+        raw_path = scope["raw_path"]
+        key: Key | Rejected | None = self._keys.get(raw_path)
+        if key is None:
+            key = path_to_key(
+                raw_path, prefix=self.config.prefix, index_document=self.config.index_document
+            )
+            if isinstance(key, Key):
+                if len(self._keys) >= KEY_MEMO_SIZE:
+                    self._keys.clear()
+                self._keys[raw_path] = key
         if isinstance(key, Rejected):
             out.status = key.status
             out.sent = await send_text(send, key.status, key.reason)
@@ -299,19 +309,19 @@ class Site:
                         entry, decision.ranges, rep, age + cors, send
                     )
                     return None
-        length = [(b"content-length", str(meta.size).encode())]
+        full = rep + [(b"content-length", str(meta.size).encode())] + age + cors
         if method == "HEAD":
-            return await send_empty(send, 200, rep + length + age + cors)
+            return await send_empty(send, 200, full)
         body = entry.body
         if body is None and meta.size <= self.readthrough.cache.memory_object_size:
             body = await self._read_small(entry)
         if body is not None:
-            await send_body(send, 200, rep + length + age + cors, body)
+            await send_body(send, 200, full, body)
             out.sent = len(body)
             return None
         assert entry.path is not None
         chunks = file_chunks(entry.path, 0, meta.size)
-        out.sent = await send_stream(send, 200, rep + length + age + cors, chunks)
+        out.sent = await send_stream(send, 200, full, chunks)
         return None
 
     async def _read_small(self, entry: Entry) -> bytes:

@@ -448,7 +448,12 @@ def test_stdout_writes_stay_within_pipe_buf(
 ) -> None:
     """A 32 KiB flush reaches stdout in whole-line writes of at most PIPE_BUF bytes."""
     writes: list[bytes] = []
-    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(bytes(data)) or len(data))
+
+    def recording_write(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return len(data)
+
+    monkeypatch.setattr(os, "write", recording_write)
     slog.configure(log_dir=None, console=True)
     for n in range(200):
         slog.access({"n": n, "padding": "x" * 300})

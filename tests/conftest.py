@@ -1,0 +1,90 @@
+"""Fixtures: one moto S3 server per session, a fresh bucket per test, and s3proxy servers
+configured per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from s3proxy.config import Config
+from tests.servers import KEY_ID, REGION, SECRET, ProxyServer, S3Server, free_port
+
+_bucket_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    with S3Server().running() as server:
+        yield server
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    """A new, empty bucket."""
+    name = f"site-{next(_bucket_numbers)}"
+    s3.client().create_bucket(Bucket=name)
+    s3.requests.clear()
+    s3.faults.clear()
+    return name
+
+
+@pytest.fixture
+def put(s3: S3Server, bucket: str) -> Callable[..., None]:
+    """``put(key, body, **extra)`` stores an object in the test's bucket."""
+
+    def put_object(key: str, body: bytes, **extra: Any) -> None:
+        s3.client().put_object(Bucket=bucket, Key=key, Body=body, **extra)
+
+    return put_object
+
+
+@pytest.fixture
+def base_config(s3: S3Server, bucket: str, tmp_path: Path) -> Config:
+    return Config(
+        bucket=bucket,
+        region=REGION,
+        key=KEY_ID,
+        secret=SECRET,
+        endpoint_url=s3.endpoint_url,
+        addressing_style="path",
+        port=0,
+        threads=1,
+        cache_dir=str(tmp_path / "cache"),
+        log_dir=None,
+        auth_key="test-token",
+        connect_timeout=2,
+        read_timeout=5,
+    )
+
+
+@pytest.fixture
+def start_proxy(base_config: Config) -> Iterator[Callable[..., ProxyServer]]:
+    """``start_proxy(**overrides)`` runs s3proxy with the test's bucket; stopped at teardown."""
+    servers: list[ProxyServer] = []
+
+    def start(**overrides: Any) -> ProxyServer:
+        config = replace(base_config, port=free_port(), **overrides)
+        server = ProxyServer(config).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def proxy(start_proxy: Callable[..., ProxyServer]) -> ProxyServer:
+    return start_proxy()
+
+
+@pytest.fixture
+def http(proxy: ProxyServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=proxy.url, timeout=10) as client:
+        yield client

@@ -1,0 +1,170 @@
+"""Real servers for the tests: moto's S3 app under werkzeug, and s3proxy under uvicorn.
+
+moto's in-process decorators do not work with aiobotocore, so S3 is moto's own WSGI app
+(the one ``moto_server`` runs) on a loopback port. A thin WSGI wrapper counts the requests
+that reach it and can inject faults (an error status, a delay, a body that breaks off) so
+tests can assert what the proxy asked of S3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import uvicorn
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import make_server
+
+from s3proxy.app import App
+from s3proxy.config import Config
+
+KEY_ID, SECRET, REGION = "testing", "testing-secret", "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Fault:
+    """Applied to GET requests whose path ends with ``suffix``; ``times`` is how many."""
+
+    suffix: str
+    status: int | None = None
+    delay: float = 0.0
+    truncate_after: int | None = None
+    times: int = 1
+
+
+@dataclass
+class S3Server:
+    """moto on ``127.0.0.1:<port>``, with a request log and fault injection."""
+
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    port: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=KEY_ID,
+            aws_secret_access_key=SECRET,
+        )
+
+    def gets(self, bucket: str, key: str) -> int:
+        """How many GETs of ``key`` reached S3."""
+        from urllib.parse import quote
+
+        path = f"/{bucket}/{quote(key, safe='/~')}"
+        return sum(1 for m, p, _ in self.requests if m == "GET" and p == path)
+
+    def _app(self, inner: Callable[..., Any]) -> Callable[..., Any]:
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            method, path = environ["REQUEST_METHOD"], environ.get("RAW_URI", environ["PATH_INFO"])
+            path = path.split("?", 1)[0]
+            headers = {k[5:].lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+            with self._lock:
+                self.requests.append((method, path, headers))
+                fault = next(
+                    (f for f in self.faults if method == "GET" and path.endswith(f.suffix)), None
+                )
+                if fault is not None:
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self.faults.remove(fault)
+            if fault is not None and fault.delay:
+                time.sleep(fault.delay)
+            if fault is not None and fault.status is not None:
+                start_response(f"{fault.status} Injected", [("Content-Length", "0")])
+                return [b""]
+            result = inner(environ, start_response)
+            if fault is not None and fault.truncate_after is not None:
+                return _truncate(result, fault.truncate_after)
+            return result
+
+        return app
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[S3Server]:
+        app = self._app(DomainDispatcherApplication(create_backend_app))
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = server.server_address[1]
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            server.shutdown()
+            thread.join()
+
+
+def _truncate(result: Any, limit: int) -> Iterator[bytes]:
+    """Yield at most ``limit`` bytes, then fail: werkzeug closes the connection mid-body."""
+    sent = 0
+    for chunk in result:
+        if sent + len(chunk) > limit:
+            yield chunk[: limit - sent]
+            raise ConnectionAbortedError("injected: body broken off")
+        sent += len(chunk)
+        yield chunk
+
+
+class ProxyServer:
+    """s3proxy's App under a real uvicorn server (uvloop + httptools) in a thread."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.app = App(config)
+        self.port = config.port
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=config.port,
+                loop="uvloop",
+                http="httptools",
+                log_config=None,
+                access_log=False,
+                server_header=False,
+                lifespan="on",
+            )
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        self._server.run()
+
+    def start(self) -> ProxyServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("s3proxy did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
