@@ -43,6 +43,7 @@ class Fault:
     status: int | None = None
     delay: float = 0.0
     truncate_after: int | None = None
+    chunk_delay: float = 0.0
     times: int = 1
 
 
@@ -79,7 +80,11 @@ class S3Server:
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             method, path = environ["REQUEST_METHOD"], environ.get("RAW_URI", environ["PATH_INFO"])
             path = path.split("?", 1)[0]
-            headers = {k[5:].lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+            headers = {
+                k[5:].lower().replace("_", "-"): v
+                for k, v in environ.items()
+                if k.startswith("HTTP_")
+            }
             with self._lock:
                 self.requests.append((method, path, headers))
                 fault = next(
@@ -97,6 +102,8 @@ class S3Server:
             result = inner(environ, start_response)
             if fault is not None and fault.truncate_after is not None:
                 return _truncate(result, fault.truncate_after)
+            if fault is not None and fault.chunk_delay:
+                return _throttle(result, fault.chunk_delay)
             return result
 
         return app
@@ -124,6 +131,14 @@ def _truncate(result: Any, limit: int) -> Iterator[bytes]:
             raise ConnectionAbortedError("injected: body broken off")
         sent += len(chunk)
         yield chunk
+
+
+def _throttle(result: Any, delay: float, size: int = 64 * 1024) -> Iterator[bytes]:
+    """Send the body in ``size`` pieces with ``delay`` seconds between them."""
+    for chunk in result:
+        for start in range(0, len(chunk), size):
+            yield chunk[start : start + size]
+            time.sleep(delay)
 
 
 class ProxyServer:
@@ -168,3 +183,62 @@ class ProxyServer:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=15)
+
+
+class ProxyProcess:
+    """The ``s3proxy`` command as a user runs it, in its own process group."""
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.port = port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "s3proxy", *args],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 20) -> ProxyProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                output = self.proc.stdout.read().decode() if self.proc.stdout else ""
+                raise RuntimeError(f"s3proxy exited with {self.proc.returncode}: {output}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+            ):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("s3proxy did not start listening")
+
+    def kill(self, sig: int | None = None) -> None:
+        import os
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig or signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except Exception:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def cli_args(s3: S3Server, bucket: str, cache_dir: str, port: int, *extra: str) -> list[str]:
+    """Command-line flags that point s3proxy at the test moto server."""
+    return [
+        "--bucket", bucket, "--region", REGION, "--key", KEY_ID, "--secret", SECRET,
+        "--endpoint-url", s3.endpoint_url, "--path-style", "true", "--port", str(port),
+        "--cache-dir", cache_dir, "--dir", "", "--host", "127.0.0.1", *extra,
+    ]  # fmt: skip

@@ -1,0 +1,207 @@
+"""The cache engine end to end: one S3 fetch per miss, restarts, crash leftovers, clears that
+reach every worker, revalidation with If-None-Match, and the bounds on memory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from s3proxy.cache import Cache, object_hash
+from s3proxy.meta import ObjectMeta
+from tests.servers import Fault, ProxyProcess, ProxyServer, S3Server, cli_args, free_port
+
+
+async def _get_many(url: str, n: int) -> list[httpx.Response]:
+    limits = httpx.Limits(max_connections=n)
+    async with httpx.AsyncClient(limits=limits, timeout=20) as client:
+        return await asyncio.gather(*(client.get(url) for _ in range(n)))
+
+
+def test_concurrent_misses_make_one_origin_get(
+    s3: S3Server, bucket: str, put: Callable[..., None], proxy: ProxyServer
+) -> None:
+    """50 clients asking for the same cold key at once cause exactly one S3 GetObject, and
+    every client gets every byte."""
+    body = os.urandom(700_000)
+    put("video.bin", body)
+    s3.faults.append(Fault("/video.bin", delay=0.3))
+    responses = asyncio.run(_get_many(f"{proxy.url}/video.bin", 50))
+    assert [r.status_code for r in responses] == [200] * 50
+    assert all(r.content == body for r in responses)
+    assert s3.gets(bucket, "video.bin") == 1
+
+
+def test_client_disconnect_does_not_cancel_the_fill(
+    s3: S3Server, bucket: str, put: Callable[..., None], proxy: ProxyServer
+) -> None:
+    """A client that gives up mid-download leaves the fill running: the object is cached
+    complete and the next client is served without a second S3 GET."""
+    body = os.urandom(1_000_000)
+    put("slow.bin", body)
+    s3.faults.append(Fault("/slow.bin", chunk_delay=0.05))
+    with httpx.stream("GET", f"{proxy.url}/slow.bin", timeout=10) as response:
+        first = next(response.iter_raw())
+    assert 0 < len(first) < len(body)  # the client left after the first piece
+    response = httpx.get(f"{proxy.url}/slow.bin", timeout=10)
+    assert response.content == body
+    assert s3.gets(bucket, "slow.bin") == 1
+
+
+def test_cache_survives_a_restart(
+    s3: S3Server, bucket: str, put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
+) -> None:
+    """A new process with the same cache dir serves a cached object without asking S3."""
+    put("index.html", b"<p>kept</p>", ContentType="text/html")
+    first = start_proxy()
+    assert httpx.get(f"{first.url}/").content == b"<p>kept</p>"
+    first.stop()
+    second = start_proxy()
+    response = httpx.get(f"{second.url}/")
+    assert response.content == b"<p>kept</p>"
+    assert s3.gets(bucket, "index.html") == 1
+
+
+def test_expired_entry_is_revalidated_without_a_body(
+    s3: S3Server, bucket: str, put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
+) -> None:
+    """After the TTL, s3proxy asks S3 with If-None-Match; a 304 keeps the stored copy."""
+    put("page.html", b"<p>v1</p>", ContentType="text/html")
+    proxy = start_proxy(ttl=0)
+    assert httpx.get(f"{proxy.url}/page.html").content == b"<p>v1</p>"
+    assert httpx.get(f"{proxy.url}/page.html").content == b"<p>v1</p>"
+    gets = [h for m, p, h in s3.requests if m == "GET" and p.endswith("/page.html")]
+    assert len(gets) == 2
+    assert "if-none-match" not in gets[0]
+    assert gets[1]["if-none-match"].strip('"') != ""
+    put("page.html", b"<p>v2</p>", ContentType="text/html")
+    assert httpx.get(f"{proxy.url}/page.html").content == b"<p>v2</p>"
+
+
+def test_crash_leftovers_are_removed_and_never_served(
+    s3: S3Server, bucket: str, put: Callable[..., None], tmp_path: Path
+) -> None:
+    """kill -9 in the middle of a fill leaves a temporary file; the next start removes it and
+    serves the object whole."""
+    body = os.urandom(2_000_000)
+    put("big.bin", body)
+    cache_dir = tmp_path / "cache"
+    port = free_port()
+    proxy = ProxyProcess(cli_args(s3, bucket, str(cache_dir), port, "--threads", "1"), {}, port)
+    proxy.wait_ready()
+    try:
+        s3.faults.append(Fault("/big.bin", chunk_delay=0.1))
+        with pytest.raises(httpx.HTTPError):
+            with httpx.stream("GET", f"{proxy.url}/big.bin", timeout=5) as response:
+                for _ in response.iter_bytes():
+                    proxy.kill(signal.SIGKILL)
+    finally:
+        proxy.kill(signal.SIGKILL)
+    leftovers = list((cache_dir / "objects").iterdir())
+    assert leftovers and all(p.name.endswith(".tmp") for p in leftovers)
+
+    proxy = ProxyProcess(cli_args(s3, bucket, str(cache_dir), port, "--threads", "1"), {}, port)
+    proxy.wait_ready()
+    try:
+        assert not any(p.name.endswith(".tmp") for p in (cache_dir / "objects").iterdir())
+        assert httpx.get(f"{proxy.url}/big.bin", timeout=10).content == body
+    finally:
+        proxy.kill()
+
+
+def test_clear_reaches_every_worker(
+    s3: S3Server, bucket: str, put: Callable[..., None], tmp_path: Path
+) -> None:
+    """With --threads 2, a clear answered by one worker makes every worker fetch anew."""
+    put("index.html", b"old", ContentType="text/html")
+    port = free_port()
+    args = cli_args(s3, bucket, str(tmp_path / "c"), port, "--threads", "2", "--auth-key", "k")
+    proxy = ProxyProcess(args, {}, port).wait_ready()
+    try:
+        # New connections spread over both workers; each caches "old" in its memory tier.
+        for _ in range(40):
+            assert httpx.get(f"{proxy.url}/").content == b"old"
+        put("index.html", b"new", ContentType="text/html")
+        cleared = httpx.delete(
+            f"{proxy.url}/_proxy/_private/_cache/clear", headers={"Authorization": "Bearer k"}
+        )
+        assert cleared.status_code == 200
+        bodies = {httpx.get(f"{proxy.url}/").content for _ in range(40)}
+        assert bodies == {b"new"}
+    finally:
+        proxy.kill()
+
+
+def _meta(size: int) -> ObjectMeta:
+    return ObjectMeta(size=size, etag='"x"')
+
+
+def test_memory_tier_stays_within_its_budget(tmp_path: Path) -> None:
+    """Bodies kept in memory never exceed the byte budget; the oldest are dropped first."""
+    cache = Cache(str(tmp_path), "b", memory_budget=10_000, memory_object_size=4_000)
+    cache.open()
+    try:
+        for i in range(10):
+            writer = cache.begin_write(f"k{i}")
+            writer.write(b"x" * 3_000)
+            cache.commit(writer, f"k{i}", _meta(3_000), 0, 1e12, cache.generation, b"x" * 3_000)
+        assert cache.stats()["memory_bytes"] <= 10_000
+        assert cache.get("k9") is not None and cache.get("k9").body is not None  # type: ignore[union-attr]
+        assert cache.get("k0").body is None  # type: ignore[union-attr]
+        assert cache.read_small(cache.get("k0")) == b"x" * 3_000  # type: ignore[arg-type]
+    finally:
+        cache.close()
+
+
+def test_a_truncated_body_file_is_not_trusted(tmp_path: Path) -> None:
+    """An index record whose body file has the wrong size (disk full, power loss) is a miss."""
+    cache = Cache(str(tmp_path), "b")
+    cache.open()
+    writer = cache.begin_write("k")
+    writer.write(b"abcdef")
+    cache.commit(writer, "k", _meta(6), 0, 1e12, cache.generation)
+    cache.close()
+    path = tmp_path / "objects" / object_hash("b", "k")
+    path.write_bytes(b"abc")
+    reopened = Cache(str(tmp_path), "b")
+    reopened.open()
+    try:
+        assert reopened.get("k") is None
+    finally:
+        reopened.close()
+
+
+def test_a_fill_that_straddles_a_clear_is_not_stored(tmp_path: Path) -> None:
+    """A body fetched before a clear is not installed after it (it may be the old version)."""
+    cache = Cache(str(tmp_path), "b")
+    cache.open()
+    try:
+        generation = cache.generation
+        writer = cache.begin_write("k")
+        writer.write(b"old")
+        cache.clear()
+        cache.commit(writer, "k", _meta(3), 0, 1e12, generation)
+        assert cache.get("k") is None
+        assert list((tmp_path / "objects").iterdir()) == []
+    finally:
+        cache.close()
+
+
+def test_remembered_404s_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random missing paths cannot grow memory without bound."""
+    monkeypatch.setattr("s3proxy.cache.store.MAX_NEGATIVE", 100)
+    cache = Cache(str(tmp_path), "b")
+    cache.open()
+    try:
+        for i in range(1_000):
+            cache.put_missing(f"missing/{i}", 0, 1e12)
+        assert cache.stats()["negative_entries"] == 100
+        assert cache.get("missing/999") is not None
+        assert cache.get("missing/0") is None
+    finally:
+        cache.close()
