@@ -1,0 +1,55 @@
+"""Each third-party library is imported in one place, so the layers stay what the package
+docstrings say they are (the rule httpx keeps for httpcore)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "s3proxy"
+
+# library -> the modules (relative to s3proxy/) allowed to import it
+OWNERS = {
+    "aiobotocore": {"origin.py"},
+    # demo.py seeds the emulator with its own synchronous client, before serving starts.
+    "botocore": {"origin.py", "demo.py"},
+    "aiohttp": {"origin.py"},
+    "diskcache": {"cache/store.py"},
+    "structlog": {"logging.py"},
+    "moto": {"demo.py"},
+    "boto3": {"demo.py"},
+    "uvicorn": {"server.py"},
+    "starlette": {"management.py"},
+    "click": {"cli.py"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_third_party_libraries_stay_in_their_module(path: Path) -> None:
+    """A module imports a foreign library only if it is that library's one owner."""
+    relative = str(path.relative_to(PACKAGE))
+    for library in _imports(path) & OWNERS.keys():
+        assert relative in OWNERS[library], f"{relative} imports {library}"
+
+
+def test_pure_modules_do_no_io() -> None:
+    """Decision modules import nothing that does I/O."""
+    io = {"os", "socket", "asyncio", "s3proxy"} | OWNERS.keys()
+    for name in ("keys.py", "conditional.py"):
+        assert not (_imports(PACKAGE / name) & io), name
