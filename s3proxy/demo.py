@@ -175,9 +175,10 @@ def _seed(origin: DemoOrigin) -> None:
 def _client(origin: DemoOrigin) -> Any:
     """A botocore S3 client for the emulator that takes nothing from the environment.
 
-    Endpoint, region and credentials are explicit; no profile, config or credentials file is
-    read (an AWS_PROFILE naming a missing profile would raise, a profile's settings could
-    change addressing); HTTP_PROXY is ignored; a failure is not retried against a local server.
+    Endpoint, region and credentials are explicit. No profile, config or credentials file is
+    read: an AWS_PROFILE naming a missing profile would raise, and a file's s3 settings
+    (accelerate, virtual addressing) would send requests elsewhere. HTTP_PROXY is ignored. A
+    failure is not retried: the server is local.
     """
     import botocore.session
     from botocore.config import Config
@@ -185,14 +186,13 @@ def _client(origin: DemoOrigin) -> Any:
 
     session = botocore.session.Session()
     store = session.get_component("config_store")
+    store.set_config_provider("profile", ConstantProvider(None))
     store.set_config_provider("config_file", ConstantProvider(os.devnull))
     store.set_config_provider("credentials_file", ConstantProvider(os.devnull))
     config = Config(
         proxies={},
         retries={"total_max_attempts": 1},
         s3={"addressing_style": "path"},
-        use_dualstack_endpoint=False,
-        use_fips_endpoint=False,
     )
     return session.create_client(
         "s3",

@@ -108,25 +108,46 @@ async def send_stream(
     return sent
 
 
-async def file_chunks(path: str, start: int, length: int) -> AsyncIterator[bytes]:
-    """Read ``length`` bytes of ``path`` from ``start``; one thread hop per chunk."""
-    fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+class BodyGone(Exception):
+    """A cached body file vanished or shrank before the response started."""
+
+
+def open_checked(path: str, size: int) -> int:
+    """Open ``path`` for reading if it holds exactly ``size`` bytes (an open + fstat, ~5 µs on
+    the event loop); raises ``OSError`` otherwise. The caller owns the descriptor."""
+    fd = os.open(path, os.O_RDONLY)
+    if os.fstat(fd).st_size != size:
+        os.close(fd)
+        raise OSError(f"{path} does not have its recorded size")
+    return fd
+
+
+async def body_chunks(
+    source: bytes | int, start: int, length: int, *, close: bool = True
+) -> AsyncIterator[bytes]:
+    """``length`` bytes from ``start`` of an in-memory body, or of an open file read in
+    256 KiB chunks with one thread hop each. Closes the descriptor at the end if ``close``."""
+    if type(source) is bytes:
+        yield source[start : start + length]
+        return
+    assert isinstance(source, int)
     try:
         offset, end = start, start + length
         while offset < end:
-            chunk = await asyncio.to_thread(os.pread, fd, min(DISK_CHUNK, end - offset), offset)
+            chunk = await asyncio.to_thread(os.pread, source, min(DISK_CHUNK, end - offset), offset)
             if not chunk:
-                raise OSError(f"{path} is shorter than its recorded size")
+                raise OSError("cached body is shorter than its recorded size")
             offset += len(chunk)
             yield chunk
     finally:
-        os.close(fd)
+        if close:
+            os.close(source)
 
 
 def range_headers(r: ByteRange, size: int) -> Headers:
     return [
         (b"content-range", content_range(r, size).encode()),
-        (b"content-length", str(r.end - r.start + 1).encode()),
+        (b"content-length", str(r.length).encode()),
     ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +31,12 @@ from s3proxy.keys import Key, Rejected, path_to_key
 from s3proxy.readthrough import Fill, ReadThrough
 from s3proxy.responses import (
     INLINE_READ_MAX,
+    BodyGone,
     Headers,
+    body_chunks,
     content_type,
-    file_chunks,
     multipart_parts,
+    open_checked,
     range_headers,
     representation_headers,
     send_body,
@@ -195,6 +198,7 @@ class Site:
         cors: Headers,
         send: Any,
         out: Outcome_,
+        retried: bool = False,
     ) -> None:
         now = time.time()
         found: Entry | Fill | None = self.readthrough.lookup(key.key, now)
@@ -223,7 +227,14 @@ class Site:
                 return await self._send_fill(found, method, headers, cors, send, out)
             found = await _wait_for(found)
         assert isinstance(found, Entry)
-        return await self._send_entry(found, method, headers, cors, send, out, now)
+        try:
+            return await self._send_entry(found, method, headers, cors, send, out, now)
+        except BodyGone:
+            if retried:
+                return await self._fail(send, out, 503, "Service Unavailable", None, key)
+        # The cached body vanished before we started answering: forget it, fetch it again.
+        self.readthrough.cache.discard(key.key)
+        return await self._serve(key, method, headers, cors, send, out, retried=True)
 
     async def _send_fill(
         self,
@@ -312,36 +323,44 @@ class Site:
         full = rep + [(b"content-length", str(meta.size).encode())] + age + cors
         if method == "HEAD":
             return await send_empty(send, 200, full)
-        body = entry.body
-        if body is None and meta.size <= self.readthrough.cache.memory_object_size:
-            body = await self._read_small(entry)
-        if body is not None:
-            await send_body(send, 200, full, body)
-            out.sent = len(body)
+        source = await self._open_body(entry)
+        if type(source) is bytes:
+            await send_body(send, 200, full, source)
+            out.sent = len(source)
             return None
-        assert entry.path is not None
-        chunks = file_chunks(entry.path, 0, meta.size)
-        out.sent = await send_stream(send, 200, full, chunks)
+        out.sent = await send_stream(send, 200, full, body_chunks(source, 0, meta.size))
         return None
 
-    async def _read_small(self, entry: Entry) -> bytes:
-        assert entry.meta is not None
-        if entry.meta.size <= INLINE_READ_MAX:
-            return self.readthrough.cache.read_small(entry)
-        return await asyncio.to_thread(self.readthrough.cache.read_small, entry)
+    async def _open_body(self, entry: Entry) -> bytes | int:
+        """The entry's bytes (memory tier) or an open file descriptor of its body, obtained
+        before the response starts. Raises :class:`BodyGone` if the file was removed or
+        truncated behind our back (a cron job, eviction by another worker)."""
+        if entry.body is not None:
+            return entry.body
+        meta = entry.meta
+        assert meta is not None
+        cache = self.readthrough.cache
+        try:
+            if entry.path is None:
+                raise FileNotFoundError(entry.key)
+            if meta.size <= cache.memory_object_size:
+                if meta.size <= INLINE_READ_MAX:
+                    return cache.read_small(entry)
+                return await asyncio.to_thread(cache.read_small, entry)
+            return open_checked(entry.path, meta.size)
+        except (OSError, CacheError):
+            raise BodyGone(entry.key) from None
 
     async def _send_ranges(
         self, entry: Entry, ranges: tuple[ByteRange, ...], rep: Headers, extra: Headers, send: Any
     ) -> int:
         meta = entry.meta
-        assert meta is not None and entry.path is not None
-        path = entry.path
+        assert meta is not None
+        source = await self._open_body(entry)
         if len(ranges) == 1:
             (r,) = ranges
             headers = rep + range_headers(r, meta.size) + extra
-            return await send_stream(
-                send, 206, headers, file_chunks(path, r.start, r.end - r.start + 1)
-            )
+            return await send_stream(send, 206, headers, body_chunks(source, r.start, r.length))
         boundary = os.urandom(12).hex()
         ctype = content_type(entry.key, meta)
         parts, total = multipart_parts(ranges, meta.size, ctype, boundary)
@@ -351,19 +370,23 @@ class Site:
             *extra,
         ]
 
-        async def body() -> Any:
-            for head, r in zip(parts, ranges, strict=False):
-                yield head
-                async for chunk in file_chunks(path, r.start, r.end - r.start + 1):
-                    yield chunk
-            yield parts[-1]
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                for head, r in zip(parts, ranges, strict=False):
+                    yield head
+                    async for chunk in body_chunks(source, r.start, r.length, close=False):
+                        yield chunk
+                yield parts[-1]
+            finally:
+                if type(source) is int:
+                    os.close(source)
 
         return await send_stream(send, 206, headers, body())
 
     async def _fail(
-        self, send: Any, out: Outcome_, status: int, message: str, exc: Exception, key: Key
+        self, send: Any, out: Outcome_, status: int, message: str, exc: Exception | None, key: Key
     ) -> None:
-        _logger.warning("origin_failed", key=key.key, status=status, error=str(exc))
+        _logger.warning("request_failed", key=key.key, status=status, error=str(exc))
         out.status = status
         out.sent = await send_text(send, status, message)
 

@@ -205,3 +205,19 @@ def test_remembered_404s_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert cache.get("missing/0") is None
     finally:
         cache.close()
+
+
+def test_a_body_file_deleted_behind_our_back_is_fetched_again(
+    s3: S3Server, bucket: str, put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
+) -> None:
+    """A cron job may delete cache files (the original's README suggests one): the next
+    request fetches the object again instead of failing."""
+    body = os.urandom(3_000_000)  # above the memory tier: served from its file
+    put("big.bin", body)
+    proxy = start_proxy()
+    assert httpx.get(f"{proxy.url}/big.bin").content == body
+    for path in (Path(proxy.config.cache_dir) / "objects").iterdir():
+        path.unlink()
+    response = httpx.get(f"{proxy.url}/big.bin")
+    assert response.status_code == 200 and response.content == body
+    assert s3.gets(bucket, "big.bin") == 2

@@ -248,6 +248,13 @@ class Cache:
             self._negative.popitem(last=False)
         return entry
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` in this process and in the index (its body file is gone or bad)."""
+        self._drop_entry(key)
+        self._negative.pop(key, None)
+        with contextlib.suppress(Exception):
+            self._index.delete(object_hash(self.bucket, key))
+
     def clear(self) -> dict[str, int]:
         """Drop every entry, in every worker: bump the shared generation (others notice on their
         next lookup), then delete the index and the files. Blocking."""
