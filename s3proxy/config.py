@@ -141,14 +141,6 @@ class Config:
         data["allowed_origins"] = tuple(data["allowed_origins"])
         return cls(**data)
 
-    def public_dict(self) -> dict[str, Any]:
-        """The settings as a dict with every secret replaced, for the startup log line."""
-        data = asdict(self)
-        for name in ("key", "secret", "auth_key", "mongo_uri"):
-            if data[name] is not None:
-                data[name] = "[redacted]"
-        return data
-
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
     if not low <= value <= high:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import uvicorn
@@ -31,7 +31,7 @@ def prepare(config: Config) -> None:
         removed = cache.remove_leftovers()
     finally:
         cache.close()
-    _logger.info("starting", removed_leftovers=removed, **log.redact(config.public_dict()))
+    _logger.info("starting", removed_leftovers=removed, **log.redact(asdict(config)))
 
 
 def run(config: Config) -> None:

@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import mmap
 import os
-import shutil
 import struct
 from collections import OrderedDict
 from pathlib import Path
@@ -334,8 +333,3 @@ class Cache:
             "negative_entries": len(self._negative),
             "memory_bytes": self._memory_bytes,
         }
-
-
-def wipe(directory: str) -> None:
-    """Remove a cache directory entirely (tests and ``--cache-reset``)."""
-    shutil.rmtree(directory, ignore_errors=True)
