@@ -18,6 +18,8 @@ from s3proxy.config import Config
 from s3proxy.management import management_app
 from s3proxy.origin import Origin
 from s3proxy.readthrough import ReadThrough
+from s3proxy.sinks import Sinks
+from s3proxy.sinks.factory import build_sinks
 from s3proxy.site import Site
 
 #: Worker processes (``--threads N``) read their settings from this variable.
@@ -43,6 +45,8 @@ class App:
         self.config = config
         self.cache: Cache | None = None
         self.site: Site | None = None
+        self.sinks: Sinks | None = None
+        self.origin: Origin | None = None
         self.management = management_app(config.auth_key, self._cache)
         self._stack = contextlib.AsyncExitStack()
 
@@ -82,7 +86,12 @@ class App:
         origin = await self._stack.enter_async_context(Origin(config))
         readthrough = ReadThrough(self.cache, origin, ttl=config.ttl)
         self._stack.push_async_callback(readthrough.close)
-        self.site = Site(config, readthrough)
+        self.sinks = build_sinks(config)
+        if self.sinks is not None:
+            await self.sinks.start()
+            self._stack.push_async_callback(self.sinks.close)
+        self.origin = origin
+        self.site = Site(config, readthrough, recorder=self.sinks)
         flusher = asyncio.create_task(log.flush_periodically())
         self._stack.push_async_callback(_cancel, flusher)
         _logger.info("worker_started", pid=os.getpid(), bucket=config.bucket)

@@ -229,6 +229,59 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         "MONGO_COLLECTION",
         {"default": "request", "show_default": True, "help": "MongoDB collection."},
     ),
+    (
+        "metric-prefix",
+        None,
+        "METRIC_PREFIX",
+        {"default": "request", "show_default": True, "help": "Akumuli series prefix."},
+    ),
+    ("ilp-host", "-y", "ILP_HOST", {"help": "InfluxDB line protocol (TCP) host."}),
+    (
+        "ilp-port",
+        "-z",
+        "ILP_PORT",
+        {"type": int, "default": 9009, "show_default": True, "help": "Line protocol port."},
+    ),
+    (
+        "ilp-series-name",
+        "-e",
+        "ILP_SERIES_NAME",
+        {"default": "request", "show_default": True, "help": "Line protocol measurement."},
+    ),
+    ("mmdb-file", None, "MMDB_FILE", {"help": "A MaxMind DB file for GeoIP, read directly."}),
+    (
+        "trusted-proxies",
+        None,
+        "TRUSTED_PROXIES",
+        {
+            "default": "",
+            "help": "Comma-separated addresses/networks whose X-Real-IP/X-Forwarded-For are "
+            "believed (default: every peer's, as the original did).",
+        },
+    ),
+    (
+        "prometheus",
+        None,
+        None,
+        {
+            "type": click.BOOL,
+            "is_flag": False,
+            "flag_value": True,
+            "default": False,
+            "help": "Prometheus metrics at /_proxy/_private/metrics (bearer-protected).",
+        },
+    ),
+    (
+        "sink-queue-size",
+        None,
+        None,
+        {
+            "type": int,
+            "default": 10_000,
+            "show_default": True,
+            "help": "Records each metrics sink may hold before it drops new ones.",
+        },
+    ),
 ]
 _FIELD = {"dir": "log_dir", "path-style": "addressing_style"}
 
@@ -250,6 +303,9 @@ def build_config(params: dict[str, Any]) -> Config:
     values["memory_cache_size"] = parse_size(values["memory_cache_size"])
     values["memory_object_size"] = parse_size(values["memory_object_size"])
     values["log_dir"] = values["log_dir"] or None
+    values["trusted_proxies"] = tuple(
+        p.strip() for p in (values["trusted_proxies"] or "").split(",") if p.strip()
+    )
     if not values["bucket"]:
         raise ConfigError("--bucket (or S3_BUCKET) is required; try --demo for a local sample")
     return Config(**values)

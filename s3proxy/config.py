@@ -7,6 +7,7 @@ Every field has a CLI option of the same name (``cache_dir`` -> ``--cache-dir``)
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -100,6 +101,14 @@ class Config:
     mongo_uri: str | None = field(default=None, repr=False)
     mongo_database: str = "metrics"
     mongo_collection: str = "request"
+    metric_prefix: str = "request"
+    ilp_host: str | None = None
+    ilp_port: int = 9009
+    ilp_series_name: str = "request"
+    mmdb_file: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    sink_queue_size: int = 10_000
+    prometheus: bool = False
 
     def __post_init__(self) -> None:
         if not self.bucket or "/" in self.bucket:
@@ -115,6 +124,15 @@ class Config:
         _check_range("memory_object_size", self.memory_object_size, 0, 1 << 32)
         _check_range("mmdb_port", self.mmdb_port, 1, 65535)
         _check_range("akumuli_port", self.akumuli_port, 1, 65535)
+        _check_range("ilp_port", self.ilp_port, 1, 65535)
+        _check_range("sink_queue_size", self.sink_queue_size, 1, 10_000_000)
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    f"--trusted-proxies: {network!r} is not an IP address or network"
+                ) from None
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
             raise ConfigError("timeouts must be positive numbers of seconds")
         if self.log_level.lower() not in LOG_LEVELS:
@@ -139,6 +157,7 @@ class Config:
     def from_json(cls, text: str) -> Config:
         data: dict[str, Any] = json.loads(text)
         data["allowed_origins"] = tuple(data["allowed_origins"])
+        data["trusted_proxies"] = tuple(data["trusted_proxies"])
         return cls(**data)
 
 

@@ -101,6 +101,10 @@ class ReadThrough:
             return entry
         return None
 
+    def in_flight(self, key: str) -> bool:
+        """Whether a fill for ``key`` is running (a request joining it fetches nothing)."""
+        return key in self._fills
+
     async def fetch(self, key: str) -> Entry | Fill:
         """Start or join the fill for ``key`` and wait for S3's headers. Raises
         :class:`OriginError` subclasses (not found is an :class:`Entry` with ``missing``)."""

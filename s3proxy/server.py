@@ -14,6 +14,7 @@ from s3proxy import logging as log
 from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, open_cache
 from s3proxy.config import Config, check_environment
 from s3proxy.exceptions import ConfigError
+from s3proxy.sinks import factory as sinks
 
 _logger = log.get_logger("s3proxy.server")
 
@@ -26,6 +27,7 @@ def prepare(config: Config) -> None:
         configure_logging(config)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot write logs to {config.log_dir}: {exc}") from None
+    sinks.prepare(config)
     cache = open_cache(config)
     try:
         removed = cache.remove_leftovers()

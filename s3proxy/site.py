@@ -29,6 +29,7 @@ from s3proxy.config import Config
 from s3proxy.exceptions import CacheError, OriginError, OriginTimeout
 from s3proxy.keys import Key, Rejected, path_to_key
 from s3proxy.readthrough import Fill, ReadThrough
+from s3proxy.record import Recorder, RequestRecord, client_ip, parse_networks
 from s3proxy.responses import (
     INLINE_READ_MAX,
     BodyGone,
@@ -80,18 +81,6 @@ def pick_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     return picked
 
 
-def client_ip(headers: dict[bytes, bytes], scope: dict[str, Any]) -> str:
-    """The original's rule: ``x-real-ip``, else the first ``x-forwarded-for``, else the peer."""
-    real = headers.get(b"x-real-ip")
-    if real:
-        return real.decode("latin-1").strip()
-    forwarded = headers.get(b"x-forwarded-for")
-    if forwarded:
-        return forwarded.split(b",", 1)[0].decode("latin-1").strip()
-    client = scope.get("client")
-    return str(client[0]) if client else "-"
-
-
 class Cors:
     """``ALLOWED_ORIGINS``: an origin is allowed if listed, or if the list holds ``*``."""
 
@@ -110,19 +99,25 @@ class Cors:
 
 @dataclass(slots=True)
 class Outcome_:
-    """What the access log needs to know about an answer."""
+    """What the access log and the metrics record need to know about an answer."""
 
     status: int = 200
     sent: int = 0
     cache: str = "-"
+    mime: bytes = b""
+    origin_bytes: int = 0
 
 
 class Site:
     """Serve objects of the configured bucket (and prefix) for GET and HEAD."""
 
-    def __init__(self, config: Config, readthrough: ReadThrough) -> None:
+    def __init__(
+        self, config: Config, readthrough: ReadThrough, recorder: Recorder | None = None
+    ) -> None:
         self.config = config
         self.readthrough = readthrough
+        self.recorder = recorder
+        self.trusted = parse_networks(config.trusted_proxies)
         self.cors = Cors(config.allowed_origins)
         self.ttl = config.ttl
         # raw path -> Key: mapping is pure, and a memo hit costs 0.1 µs against ~3 µs.
@@ -135,17 +130,41 @@ class Site:
         try:
             await self._dispatch(scope, headers, send, out)
         finally:
+            elapsed = time.perf_counter() - started
+            client = scope.get("client")
+            ip = client_ip(
+                headers.get(b"x-real-ip"),
+                headers.get(b"x-forwarded-for"),
+                client[0] if client else None,
+                self.trusted,
+            )
+            path = scope["raw_path"].decode("latin-1")[:1024]
             log.access(
                 {
                     "method": scope["method"],
-                    "path": scope["raw_path"].decode("latin-1")[:1024],
+                    "path": path,
                     "status": out.status,
                     "bytes": out.sent,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "duration_ms": round(elapsed * 1000, 3),
                     "cache": out.cache,
-                    "client_ip": client_ip(headers, scope),
+                    "client_ip": ip,
                 }
             )
+            if self.recorder is not None:
+                self.recorder.emit(
+                    RequestRecord(
+                        timestamp=time.time() - elapsed,
+                        method=scope["method"],
+                        resource=path,
+                        mime_type=out.mime.decode("latin-1"),
+                        ip=ip,
+                        size=out.sent,
+                        duration_us=int(elapsed * 1_000_000),
+                        status=out.status,
+                        cache=out.cache,
+                        origin_bytes=out.origin_bytes,
+                    )
+                )
 
     async def _dispatch(
         self, scope: dict[str, Any], headers: dict[bytes, bytes], send: Any, out: Outcome_
@@ -205,6 +224,7 @@ class Site:
         out.cache = "hit"
         if found is None:
             out.cache = "miss"
+            leader = not self.readthrough.in_flight(key.key)
             try:
                 found = await self.readthrough.fetch(key.key)
             except OriginTimeout as exc:
@@ -213,6 +233,8 @@ class Site:
                 return await self._fail(send, out, 502, "Bad Gateway", exc, key)
             except CacheError as exc:
                 return await self._fail(send, out, 503, "Service Unavailable", exc, key)
+            if leader and found.meta is not None:
+                out.origin_bytes = found.meta.size
             if isinstance(found, Fill) and found.entry is not None:
                 found = found.entry
         meta = found.meta
@@ -248,6 +270,7 @@ class Site:
         assert fill.meta is not None
         entry = Entry(fill.key, fill.meta, time.time(), time.time() + self.ttl)
         rep = representation_headers(entry, self.ttl)
+        out.mime = rep[0][1]
         decided = self._preconditions(entry, method, headers, rep, cors)
         if decided is not None:
             out.status = decided[0]
@@ -299,6 +322,7 @@ class Site:
         meta = entry.meta
         assert meta is not None
         rep = representation_headers(entry, self.ttl)
+        out.mime = rep[0][1]
         decided = self._preconditions(entry, method, headers, rep, cors)
         if decided is not None:
             out.status = decided[0]

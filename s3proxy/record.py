@@ -1,0 +1,82 @@
+"""What every request leaves behind for the metrics sinks: one :class:`RequestRecord`.
+
+Pure: built at the end of a request from what the site handler already knows; the sinks
+(:mod:`s3proxy.sinks`) take it off the request path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """The original proxy's per-request fields, plus the cache's view of the request.
+
+    ``timestamp`` is epoch seconds at the start of the request; ``duration_us`` the time to
+    the last byte. ``location`` is filled by GeoIP enrichment, off the request path.
+    """
+
+    timestamp: float
+    method: str
+    resource: str
+    mime_type: str
+    ip: str
+    size: int
+    duration_us: int
+    status: int
+    compressed: bool = False
+    cache: str = "-"
+    origin_bytes: int = 0
+    location: dict[str, Any] | None = field(default=None)
+
+
+class Recorder(Protocol):
+    """Takes records; must return at once and never raise (it runs on the request path)."""
+
+    def emit(self, record: RequestRecord) -> None: ...
+
+
+def parse_networks(specs: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(spec, strict=False) for spec in specs)
+
+
+def client_ip(
+    real_ip: bytes | None,
+    forwarded_for: bytes | None,
+    peer: str | None,
+    trusted: tuple[Network, ...] = (),
+) -> str:
+    """The original's rule: ``X-Real-IP``, else the first ``X-Forwarded-For`` (without a
+    port), else the peer address. With ``trusted`` networks, the headers are believed only
+    when the peer is one of them (anyone else could forge them)."""
+    if trusted and not _is_trusted(peer, trusted):
+        return peer or "-"
+    if real_ip:
+        return real_ip.decode("latin-1").strip()
+    if forwarded_for:
+        return _strip_port(forwarded_for.split(b",", 1)[0].decode("latin-1").strip())
+    return peer or "-"
+
+
+def _is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
+
+
+def _strip_port(value: str) -> str:
+    """``1.2.3.4:5678`` -> ``1.2.3.4``; ``[::1]:80`` -> ``::1``; a bare IPv6 stays whole."""
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:
+        return value.split(":", 1)[0]
+    return value

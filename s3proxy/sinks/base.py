@@ -1,0 +1,186 @@
+"""The machinery every sink shares: a bounded queue, a writer task, backoff, drop counts."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from typing import Protocol
+
+from s3proxy import logging as log
+from s3proxy.record import RequestRecord
+
+_logger = log.get_logger("s3proxy.sinks")
+
+#: Records written to a sink in one call, at most.
+BATCH = 500
+#: Reconnect delays grow from the first to the last value, doubling.
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+#: Drops and failures are logged at most once per this many seconds, per sink.
+REPORT_INTERVAL = 10.0
+
+
+class Sink(Protocol):
+    """One destination. ``write`` raises on any failure; the runner then closes, backs off
+    and reopens. Implementations keep no state the runner does not reset by ``open``."""
+
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def write(self, records: list[RequestRecord]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Enricher(Protocol):
+    """Adds fields to a record before the sinks see it (GeoIP). Must not raise: a failed
+    lookup leaves the record as it is."""
+
+    async def enrich(self, record: RequestRecord) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class SinkRunner:
+    """Feeds one sink from a bounded queue; new records are dropped when it is full."""
+
+    def __init__(self, sink: Sink, queue_size: int) -> None:
+        self.sink = sink
+        self.queue: collections.deque[RequestRecord] = collections.deque()
+        self.queue_size = queue_size
+        self.sent = self.dropped = self.failures = 0
+        self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_report = 0.0
+
+    def offer(self, record: RequestRecord) -> None:
+        if len(self.queue) >= self.queue_size:
+            self.dropped += 1
+            self._report("sink_dropping", queue_size=self.queue_size)
+            return
+        self.queue.append(record)
+        self._drained.clear()
+        self._ready.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"sink:{self.sink.name}")
+
+    async def close(self, grace: float = 2.0) -> None:
+        """Give a working sink ``grace`` seconds to drain its queue, then stop."""
+        if self.queue and self._task is not None and not self._task.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._drained.wait()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.sink.close()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_FIRST
+        connected = False
+        while True:
+            if not self.queue:
+                self._ready.clear()
+                await self._ready.wait()
+            try:
+                if not connected:
+                    await self.sink.open()
+                    connected = True
+                batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
+                try:
+                    await self.sink.write(batch)
+                except BaseException:
+                    self.dropped += len(batch)
+                    raise
+                self.sent += len(batch)
+                backoff = BACKOFF_FIRST
+                if not self.queue:
+                    self._drained.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                self._report("sink_failed", error=f"{type(exc).__name__}: {exc}")
+                if connected:
+                    with contextlib.suppress(Exception):
+                        await self.sink.close()
+                connected = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _report(self, event: str, **fields: object) -> None:
+        now = time.monotonic()
+        if now - self._last_report >= REPORT_INTERVAL:
+            self._last_report = now
+            _logger.warning(event, sink=self.sink.name, dropped=self.dropped, **fields)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "queued": len(self.queue),
+            "sent": self.sent,
+            "dropped": self.dropped,
+            "failures": self.failures,
+        }
+
+
+class Sinks:
+    """Fan records out to every sink, through the enricher if there is one."""
+
+    def __init__(
+        self, sinks: list[Sink], queue_size: int = 10_000, enricher: Enricher | None = None
+    ) -> None:
+        self.runners = [SinkRunner(sink, queue_size) for sink in sinks]
+        self.enricher = enricher
+        self._pending: collections.deque[RequestRecord] = collections.deque()
+        self._pending_size = queue_size
+        self._pending_ready = asyncio.Event()
+        self._enrich_task: asyncio.Task[None] | None = None
+        self.enrich_dropped = 0
+
+    def emit(self, record: RequestRecord) -> None:
+        """Queue ``record``: O(1), never blocks, never raises."""
+        if self.enricher is None:
+            for runner in self.runners:
+                runner.offer(record)
+        elif len(self._pending) < self._pending_size:
+            self._pending.append(record)
+            self._pending_ready.set()
+        else:
+            self.enrich_dropped += 1
+
+    async def start(self) -> None:
+        for runner in self.runners:
+            runner.start()
+        if self.enricher is not None:
+            self._enrich_task = asyncio.create_task(self._enrich(), name="sink:enrich")
+
+    async def _enrich(self) -> None:
+        assert self.enricher is not None
+        while True:
+            if not self._pending:
+                self._pending_ready.clear()
+                await self._pending_ready.wait()
+            record = self._pending.popleft()
+            with contextlib.suppress(Exception):
+                await self.enricher.enrich(record)
+            for runner in self.runners:
+                runner.offer(record)
+
+    async def close(self) -> None:
+        if self._enrich_task is not None:
+            self._enrich_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._enrich_task
+        if self.enricher is not None:
+            with contextlib.suppress(Exception):
+                await self.enricher.close()
+        await asyncio.gather(*(runner.close() for runner in self.runners))
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {runner.sink.name: runner.stats() for runner in self.runners}

@@ -1,0 +1,51 @@
+"""Which sinks a :class:`~s3proxy.config.Config` asks for. Sink modules are imported only
+when configured, so their client libraries cost nothing otherwise."""
+
+from __future__ import annotations
+
+from s3proxy.config import Config
+from s3proxy.sinks.base import Enricher, Sink, Sinks
+
+
+def build_sinks(config: Config) -> Sinks | None:
+    """The configured sinks and GeoIP enricher, or ``None`` when no sink is configured."""
+    sinks: list[Sink] = []
+    if config.akumuli_host:
+        from s3proxy.sinks.akumuli import AkumuliSink
+
+        sinks.append(AkumuliSink(config.akumuli_host, config.akumuli_port, config.metric_prefix))
+    if config.ilp_host:
+        from s3proxy.sinks.influx import LineProtocolSink
+
+        sinks.append(LineProtocolSink(config.ilp_host, config.ilp_port, config.ilp_series_name))
+    if config.mongo_uri:
+        from s3proxy.sinks.mongo import MongoSink
+
+        sinks.append(MongoSink(config.mongo_uri, config.mongo_database, config.mongo_collection))
+    if config.prometheus:
+        from s3proxy.sinks.prometheus import PrometheusSink
+
+        sinks.append(PrometheusSink())
+    if not sinks:
+        return None
+    return Sinks(sinks, config.sink_queue_size, build_enricher(config))
+
+
+def build_enricher(config: Config) -> Enricher | None:
+    if config.mmdb_file:
+        from s3proxy.sinks.geoip import MmdbFileEnricher
+
+        return MmdbFileEnricher(config.mmdb_file)
+    if config.mmdb_host:
+        from s3proxy.sinks.geoip import MmdbWsEnricher
+
+        return MmdbWsEnricher(config.mmdb_host, config.mmdb_port)
+    return None
+
+
+def prepare(config: Config) -> None:
+    """Once, in the parent process, before workers start (multi-process metric files)."""
+    if config.prometheus:
+        from s3proxy.sinks.prometheus import prepare_multiprocess
+
+        prepare_multiprocess(config)
