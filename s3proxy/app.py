@@ -15,6 +15,7 @@ from typing import Any
 from s3proxy import logging as log
 from s3proxy.cache import Cache
 from s3proxy.config import Config
+from s3proxy.exceptions import S3ProxyError
 from s3proxy.management import management_app
 from s3proxy.origin import Origin
 from s3proxy.readthrough import ReadThrough
@@ -24,6 +25,8 @@ from s3proxy.site import Site
 
 #: Worker processes (``--threads N``) read their settings from this variable.
 WORKER_CONFIG_ENV = "_S3PROXY_WORKER_CONFIG"
+#: Seconds the readiness probe waits for S3.
+READY_TIMEOUT = 2.0
 _logger = log.get_logger("s3proxy.app")
 
 
@@ -47,12 +50,8 @@ class App:
         self.site: Site | None = None
         self.sinks: Sinks | None = None
         self.origin: Origin | None = None
-        self.management = management_app(config.auth_key, self._cache)
+        self.management = management_app(self)
         self._stack = contextlib.AsyncExitStack()
-
-    def _cache(self) -> Cache:
-        assert self.cache is not None, "the cache opens at startup"
-        return self.cache
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -95,6 +94,41 @@ class App:
         flusher = asyncio.create_task(log.flush_periodically())
         self._stack.push_async_callback(_cancel, flusher)
         _logger.info("worker_started", pid=os.getpid(), bucket=config.bucket)
+
+    def stats(self) -> dict[str, Any]:
+        """This worker's view of the cache and its sinks (blocking: reads the index)."""
+        assert self.cache is not None and self.site is not None
+        return {
+            "worker": os.getpid(),
+            "cache": self.cache.stats(),
+            "requests": dict(self.site.counts),
+            "sinks": self.sinks.stats() if self.sinks is not None else {},
+        }
+
+    def metrics_exposition(self) -> tuple[bytes, str]:
+        from s3proxy.sinks import prometheus
+
+        assert self.cache is not None
+        stats = self.cache.stats()
+        prometheus.set_cache_stats(stats["disk_entries"], stats["disk_bytes"])
+        return prometheus.exposition()
+
+    async def readiness(self) -> list[str]:
+        """What keeps this worker from serving: S3 unreachable, cache not writable."""
+        problems = []
+        assert self.origin is not None and self.cache is not None
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                await self.origin.check()
+        except TimeoutError:
+            problems.append("s3: no answer within 2 s")
+        except S3ProxyError as exc:
+            problems.append(f"s3: {exc}")
+        try:
+            await asyncio.to_thread(self.cache.probe)
+        except S3ProxyError as exc:
+            problems.append(f"cache: {exc}")
+        return problems
 
     async def shutdown(self) -> None:
         await self._stack.aclose()

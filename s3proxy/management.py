@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, quote
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -18,7 +19,11 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from s3proxy import logging as log
-from s3proxy.cache import Cache
+from s3proxy.config import Config
+from s3proxy.keys import Rejected, path_to_key
+
+if TYPE_CHECKING:
+    from s3proxy.app import App
 
 CLEAR_PATH = "/_proxy/_private/_cache/clear"
 _CLEAR_METHODS = ("GET", "DELETE")
@@ -42,8 +47,9 @@ def check_bearer(header: str | None, auth_key: str | None) -> Response | None:
     return None
 
 
-def management_app(auth_key: str | None, cache: Callable[[], Cache]) -> Router:
-    """The ``/_proxy`` routes. ``cache`` returns the open cache (it exists only after startup)."""
+def management_app(app: App) -> Router:
+    """The ``/_proxy`` routes of ``app`` (its cache and origin exist only after startup)."""
+    auth_key = app.config.auth_key
 
     async def clear(request: Request) -> Response:
         if request.method not in _CLEAR_METHODS:
@@ -53,21 +59,78 @@ def management_app(auth_key: str | None, cache: Callable[[], Cache]) -> Router:
         denied = check_bearer(request.headers.get("authorization"), auth_key)
         if denied is not None:
             return denied
-        summary = await asyncio.to_thread(cache().clear)
-        _logger.info("cache_cleared", **summary)
-        return JSONResponse({"cleared": True, **summary})
+        target = purge_target(request.url.query, app.config)
+        if isinstance(target, Rejected):
+            return PlainTextResponse(target.reason + "\n", target.status)
+        cache = app.cache
+        assert cache is not None
+        if target is None:
+            summary = await asyncio.to_thread(cache.clear)
+            _logger.info("cache_cleared", **summary)
+            return JSONResponse({"cleared": True, **summary})
+        kind, value = target
+        dropped = await asyncio.to_thread(cache.purge, **{kind: value})
+        _logger.info("cache_purged", **{kind: value}, dropped=len(dropped))
+        return JSONResponse({"cleared": True, kind: value, "dropped": dropped})
+
+    async def stats(request: Request) -> Response:
+        denied = check_bearer(request.headers.get("authorization"), auth_key)
+        if denied is not None:
+            return denied
+        return JSONResponse(await asyncio.to_thread(app.stats))
+
+    async def metrics(request: Request) -> Response:
+        denied = check_bearer(request.headers.get("authorization"), auth_key)
+        if denied is not None:
+            return denied
+        if not app.config.prometheus:
+            return PlainTextResponse("Prometheus metrics are off (--prometheus true)\n", 404)
+        body, content_type = await asyncio.to_thread(app.metrics_exposition)
+        return Response(body, media_type=content_type)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def ready(request: Request) -> Response:
+        problems = await app.readiness()
+        status = 503 if problems else 200
+        return JSONResponse({"ready": not problems, "problems": problems}, status)
+
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await PlainTextResponse("Not Found\n", 404)(scope, receive, send)
 
+    every = ["GET", "HEAD", "DELETE", "POST", "PUT", "PATCH"]
     return Router(
         routes=[
-            Route(CLEAR_PATH, clear, methods=["GET", "DELETE", "POST", "PUT", "PATCH"]),
-            Route(CLEAR_PATH + "/", clear, methods=["GET", "DELETE", "POST", "PUT", "PATCH"]),
+            Route(CLEAR_PATH, clear, methods=every),
+            Route(CLEAR_PATH + "/", clear, methods=every),
+            Route("/_proxy/_private/_cache/stats", stats, methods=["GET"]),
+            Route("/_proxy/_private/metrics", metrics, methods=["GET"]),
             Route("/_proxy/health", health, methods=["GET", "HEAD"]),
+            Route("/_proxy/ready", ready, methods=["GET", "HEAD"]),
         ],
         default=not_found,
     )
+
+
+def purge_target(query: str, config: Config) -> tuple[str, str] | Rejected | None:
+    """``?path=/a/b.html`` -> ("key", key); ``?prefix=/docs/`` -> ("prefix", key prefix);
+    no query -> ``None`` (clear everything). Paths are mapped exactly as requests are."""
+    if not query:
+        return None
+    params = parse_qs(query, keep_blank_values=True)
+    if (
+        set(params) - {"path", "prefix"}
+        or len(params) != 1
+        or len(next(iter(params.values()))) != 1
+    ):
+        return Rejected(400, "use one of ?path=/some/file or ?prefix=/some/folder/")
+    kind, (value,) = next(iter(params.items()))
+    if not value.startswith("/"):
+        return Rejected(400, f"{kind} must start with /")
+    raw = quote(value, safe="/").encode()
+    if kind == "path":
+        key = path_to_key(raw, prefix=config.prefix, index_document=config.index_document)
+        return key if isinstance(key, Rejected) else ("key", key.key)
+    mapped = path_to_key(raw + b"x", prefix=config.prefix)
+    return mapped if isinstance(mapped, Rejected) else ("prefix", mapped.key[:-1])

@@ -9,6 +9,7 @@ place, before the response starts; after it has started they abort the connectio
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import time
 from collections.abc import AsyncIterator
@@ -118,6 +119,8 @@ class Site:
         self.readthrough = readthrough
         self.recorder = recorder
         self.trusted = parse_networks(config.trusted_proxies)
+        #: Requests by cache outcome (hit, miss, ...) in this worker.
+        self.counts: collections.Counter[str] = collections.Counter()
         self.cors = Cors(config.allowed_origins)
         self.ttl = config.ttl
         # raw path -> Key: mapping is pure, and a memo hit costs 0.1 µs against ~3 µs.
@@ -131,6 +134,7 @@ class Site:
             await self._dispatch(scope, headers, send, out)
         finally:
             elapsed = time.perf_counter() - started
+            self.counts[out.cache] += 1
             client = scope.get("client")
             ip = client_ip(
                 headers.get(b"x-real-ip"),

@@ -257,14 +257,7 @@ class Cache:
     def clear(self) -> dict[str, int]:
         """Drop every entry, in every worker: bump the shared generation (others notice on their
         next lookup), then delete the index and the files. Blocking."""
-        assert self._gen_file is not None and self._gen_map is not None
-        fcntl.flock(self._gen_file.fileno(), fcntl.LOCK_EX)
-        try:
-            generation = self._read_generation() + 1
-            _GEN.pack_into(self._gen_map, 0, generation)
-            self._gen_map.flush()
-        finally:
-            fcntl.flock(self._gen_file.fileno(), fcntl.LOCK_UN)
+        self._bump_generation()
         summary = {"entries": 0, "bytes": 0, "files": 0}
         for path in self.objects.iterdir():
             with contextlib.suppress(OSError):
@@ -278,6 +271,16 @@ class Cache:
         return summary
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _bump_generation(self) -> None:
+        """Tell every worker to drop what it holds in memory (they check on each lookup)."""
+        assert self._gen_file is not None and self._gen_map is not None
+        fcntl.flock(self._gen_file.fileno(), fcntl.LOCK_EX)
+        try:
+            _GEN.pack_into(self._gen_map, 0, self._read_generation() + 1)
+            self._gen_map.flush()
+        finally:
+            fcntl.flock(self._gen_file.fileno(), fcntl.LOCK_UN)
 
     def _read_generation(self) -> int:
         if self._gen_map is None:
@@ -328,8 +331,48 @@ class Cache:
         }
 
     def stats(self) -> dict[str, int]:
+        """Counts for this process and for the shared disk cache (blocking: scans the files)."""
+        disk_files = disk_bytes = 0
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.objects):
+                if not entry.name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        disk_bytes += entry.stat().st_size
+                        disk_files += 1
         return {
             "entries": len(self._entries),
             "negative_entries": len(self._negative),
             "memory_bytes": self._memory_bytes,
+            "memory_objects": len(self._memory),
+            "disk_entries": disk_files,
+            "disk_bytes": disk_bytes,
         }
+
+    def probe(self) -> None:
+        """Raise :class:`CacheError` unless a file can be created in the cache (blocking)."""
+        try:
+            Writer(self.objects, ".probe").abort()
+        except OSError as exc:
+            raise CacheError(f"cannot write to {self.objects}: {exc.strerror}") from None
+
+    def purge(self, key: str | None = None, prefix: str | None = None) -> list[str]:
+        """Drop one key, or every key under ``prefix``, in every worker; returns the keys
+        dropped (remembered 404s included). Blocking: scans the index for a prefix."""
+        dropped: set[str] = set()
+        for name in list(self._index.iterkeys()):
+            record = self._index_get(name)
+            if record is None:
+                continue
+            stored = record.get("key", "")
+            if stored == key or (prefix is not None and stored.startswith(prefix)):
+                with contextlib.suppress(Exception):
+                    self._index.delete(name)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.objects / name)
+                dropped.add(stored)
+        for stored in list(self._negative):
+            if stored == key or (prefix is not None and stored.startswith(prefix)):
+                dropped.add(stored)
+        self._bump_generation()
+        self._forget_all()
+        return sorted(dropped)
