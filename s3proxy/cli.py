@@ -129,6 +129,36 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         },
     ),
     (
+        "error-document",
+        None,
+        None,
+        {"help": "Key (under --prefix) of the page served with 404s, e.g. 404.html."},
+    ),
+    (
+        "spa",
+        None,
+        None,
+        {
+            "type": click.BOOL,
+            "is_flag": False,
+            "flag_value": True,
+            "default": False,
+            "help": "Single-page app: unknown paths without an extension serve the index.",
+        },
+    ),
+    (
+        "redirect-folders",
+        None,
+        None,
+        {
+            "type": click.BOOL,
+            "is_flag": False,
+            "flag_value": True,
+            "default": True,
+            "help": "Redirect /docs to /docs/ when docs/<index> exists.",
+        },
+    ),
+    (
         "reject-query-strings",
         "-j",
         "REJECT_QUERY_STRINGS",

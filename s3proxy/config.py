@@ -86,6 +86,9 @@ class Config:
     memory_cache_size: int = 64 * 1024 * 1024
     memory_object_size: int = 1024 * 1024
     index_document: str = "index.html"
+    error_document: str | None = None
+    spa: bool = False
+    redirect_folders: bool = True
     reject_query_strings: bool = False
     allowed_origins: tuple[str, ...] = ()
     connect_timeout: float = 5.0
@@ -142,6 +145,15 @@ class Config:
             raise ConfigError("addressing style must be auto, path or virtual")
         if not self.index_document or "/" in self.index_document:
             raise ConfigError("the index document must be a file name, e.g. index.html")
+        if self.error_document is not None:
+            try:
+                object.__setattr__(
+                    self, "error_document", normalize_prefix(self.error_document)[:-1]
+                )
+            except ValueError as exc:
+                raise ConfigError(f"--error-document: {exc}") from None
+            if not self.error_document:
+                object.__setattr__(self, "error_document", None)
         if self.endpoint_url is not None and not re.match(r"^https?://", self.endpoint_url):
             raise ConfigError(
                 f"endpoint URL must start with http:// or https://: {self.endpoint_url!r}"

@@ -110,3 +110,36 @@ def normalize_prefix(prefix: str) -> str:
             f"invalid prefix {prefix!r}: no '.' or '..' segments or control characters"
         )
     return stripped + "/"
+
+
+def folder_index(key: str, index_document: str) -> str | None:
+    """``docs`` -> ``docs/index.html``: the index a folder-like key would have, or ``None``
+    for a key that already names a folder's index (ends in ``/``) or the root."""
+    if not key or key.endswith("/"):
+        return None
+    return f"{key}/{index_document}"
+
+
+def has_extension(key: str) -> bool:
+    """Whether the last segment looks like a file (``app.js``), not an SPA route (``users``)."""
+    return "." in key.rsplit("/", 1)[-1]
+
+
+# RFC 3986 pchar minus '%' (already-encoded triplets are copied as they are).
+_PCHAR = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@%"
+)
+
+
+def trailing_slash_location(raw_path: bytes, query: bytes) -> bytes:
+    """``Location`` for the redirect of ``/a/docs`` to ``/a/docs/``: the relative reference
+    ``./docs/`` (plus the query).
+
+    Relative to the request's own path, it can only resolve to the same host: never
+    ``//evil.example`` or ``/\\evil.example`` (a forged Host or X-Forwarded-Host is never
+    read), and any byte outside RFC 3986's ``pchar`` is percent-encoded.
+    """
+    segment = raw_path.rsplit(b"/", 1)[-1]
+    encoded = b"".join(bytes([c]) if c in _PCHAR else b"%%%02X" % c for c in segment)
+    location = b"./" + encoded + b"/"
+    return location + b"?" + query if query else location

@@ -28,7 +28,14 @@ from s3proxy.conditional import (
 )
 from s3proxy.config import Config
 from s3proxy.exceptions import CacheError, OriginError, OriginTimeout
-from s3proxy.keys import Key, Rejected, path_to_key
+from s3proxy.keys import (
+    Key,
+    Rejected,
+    folder_index,
+    has_extension,
+    path_to_key,
+    trailing_slash_location,
+)
 from s3proxy.readthrough import Fill, ReadThrough
 from s3proxy.record import Recorder, RequestRecord, client_ip, parse_networks
 from s3proxy.responses import (
@@ -200,7 +207,7 @@ class Site:
             out.status = key.status
             out.sent = await send_text(send, key.status, key.reason)
             return None
-        await self._serve(key, method, headers, cors, send, out)
+        await self._serve(key, method, headers, cors, send, out, scope)
         return None
 
     def _preflight(self, headers: dict[bytes, bytes], cors: Headers) -> Headers:
@@ -221,46 +228,123 @@ class Site:
         cors: Headers,
         send: Any,
         out: Outcome_,
+        scope: dict[str, Any],
         retried: bool = False,
     ) -> None:
         now = time.time()
-        found: Entry | Fill | None = self.readthrough.lookup(key.key, now)
-        out.cache = "hit"
-        if found is None:
-            out.cache = "miss"
-            leader = not self.readthrough.in_flight(key.key)
-            try:
-                found = await self.readthrough.fetch(key.key)
-            except OriginTimeout as exc:
-                return await self._fail(send, out, 504, "Gateway Timeout", exc, key)
-            except OriginError as exc:
-                return await self._fail(send, out, 502, "Bad Gateway", exc, key)
-            except CacheError as exc:
-                return await self._fail(send, out, 503, "Service Unavailable", exc, key)
-            if leader and found.meta is not None:
-                out.origin_bytes = found.meta.size
-            if isinstance(found, Fill) and found.entry is not None:
-                found = found.entry
-        meta = found.meta
-        if meta is None:
+        try:
+            found = await self._find(key.key, now, out)
+            status = 200
+            if found.meta is None:
+                fallback = await self._fallback(key, scope, now, out)
+                if isinstance(fallback, bytes):
+                    out.status = 301
+                    redirect = [(b"location", fallback), (b"content-length", b"0"), *cors]
+                    return await send_empty(send, 301, redirect)
+                found, status = fallback if fallback is not None else (found, 404)
+            elif found.meta.size == 0 and not key.index:
+                # A zero-byte "folder marker" must not hide its folder's index.
+                redirect_to = await self._folder_redirect(key, scope, now)
+                if redirect_to is not None:
+                    out.status = 301
+                    redirect = [(b"location", redirect_to), (b"content-length", b"0"), *cors]
+                    return await send_empty(send, 301, redirect)
+        except OriginTimeout as exc:
+            return await self._fail(send, out, 504, "Gateway Timeout", exc, key)
+        except OriginError as exc:
+            return await self._fail(send, out, 502, "Bad Gateway", exc, key)
+        except CacheError as exc:
+            return await self._fail(send, out, 503, "Service Unavailable", exc, key)
+        if found.meta is None:
             out.status = 404
             out.sent = await send_text(send, 404, "Not Found", cors)
             return None
-        entry = found.entry if isinstance(found, Fill) else found
-        if isinstance(found, Fill) and (b"range" in headers or entry is None):
-            # A range of a body still arriving: stream the whole body if no range is asked.
+        if status != 200:
+            return await self._send_error_document(found, status, method, cors, send, out)
+        if isinstance(found, Fill) and (b"range" in headers or found.entry is None):
+            # A body still arriving: stream all of it, or wait for it if a range is asked.
             if b"range" not in headers:
                 return await self._send_fill(found, method, headers, cors, send, out)
             found = await _wait_for(found)
-        assert isinstance(found, Entry)
+        entry = found.entry if isinstance(found, Fill) else found
+        assert entry is not None
         try:
-            return await self._send_entry(found, method, headers, cors, send, out, now)
+            return await self._send_entry(entry, method, headers, cors, send, out, now)
         except BodyGone:
             if retried:
                 return await self._fail(send, out, 503, "Service Unavailable", None, key)
         # The cached body vanished before we started answering: forget it, fetch it again.
-        self.readthrough.cache.discard(key.key)
-        return await self._serve(key, method, headers, cors, send, out, retried=True)
+        self.readthrough.cache.discard(entry.key)
+        return await self._serve(key, method, headers, cors, send, out, scope, retried=True)
+
+    async def _find(self, key: str, now: float, out: Outcome_) -> Entry | Fill:
+        """The cached entry, or the fill that fetches it (raises the origin's errors)."""
+        found = self.readthrough.lookup(key, now)
+        if found is not None:
+            if out.cache == "-":
+                out.cache = "hit"
+            return found
+        out.cache = "miss"
+        leader = not self.readthrough.in_flight(key)
+        fetched = await self.readthrough.fetch(key)
+        if leader and fetched.meta is not None:
+            out.origin_bytes += fetched.meta.size
+        if isinstance(fetched, Fill) and fetched.entry is not None:
+            return fetched.entry
+        return fetched
+
+    async def _fallback(
+        self, key: Key, scope: dict[str, Any], now: float, out: Outcome_
+    ) -> bytes | tuple[Entry | Fill, int] | None:
+        """For a missing key, in order: a redirect to the folder (``/docs`` -> ``/docs/``),
+        the SPA's index (200), the error document (404); ``None`` for a plain 404."""
+        redirect_to = await self._folder_redirect(key, scope, now)
+        if redirect_to is not None:
+            return redirect_to
+        config = self.config
+        if config.spa and not has_extension(key.key):
+            index = await self._find(config.prefix + config.index_document, now, out)
+            if index.meta is not None:
+                return index, 200
+        if config.error_document is not None:
+            page = await self._find(config.prefix + config.error_document, now, out)
+            if page.meta is not None:
+                return page, 404
+        return None
+
+    async def _folder_redirect(self, key: Key, scope: dict[str, Any], now: float) -> bytes | None:
+        if not self.config.redirect_folders or key.index:
+            return None
+        index_key = folder_index(key.key, self.config.index_document)
+        if index_key is None:
+            return None
+        index = await self._find(index_key, now, Outcome_(cache="-"))
+        if index.meta is None:
+            return None
+        return trailing_slash_location(scope["raw_path"], scope["query_string"])
+
+    async def _send_error_document(
+        self, page: Entry | Fill, status: int, method: str, cors: Headers, send: Any, out: Outcome_
+    ) -> None:
+        """The error page's body with ``status``: no validators, no ranges (it describes the
+        error, not the object asked for)."""
+        if isinstance(page, Fill):
+            page = await _wait_for(page)
+        meta = page.meta
+        assert meta is not None
+        ctype = content_type(page.key, meta).encode("latin-1")
+        headers = [
+            (b"content-type", ctype),
+            (b"content-length", str(meta.size).encode()),
+            (b"cache-control", b"no-cache"),
+            *cors,
+        ]
+        out.status, out.mime = status, ctype
+        if method == "HEAD":
+            return await send_empty(send, status, headers)
+        source = await self._open_body(page)
+        out.sent = await send_stream(send, status, headers, body_chunks(source, 0, meta.size))
+        return None
 
     async def _send_fill(
         self,
