@@ -9,6 +9,7 @@ and exit code 2.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -156,6 +157,18 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
             "flag_value": True,
             "default": True,
             "help": "Redirect /docs to /docs/ when docs/<index> exists.",
+        },
+    ),
+    (
+        "compress",
+        None,
+        None,
+        {
+            "type": click.BOOL,
+            "is_flag": False,
+            "flag_value": True,
+            "default": True,
+            "help": "gzip/brotli for text types of 1 KiB to 8 MiB, made once per object.",
         },
     ),
     (
@@ -341,7 +354,35 @@ def build_config(params: dict[str, Any]) -> Config:
     return Config(**values)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+# click shows an option's env var list as "(env var: '['PORT', 'S3PROXY_PORT']')".
+_ENV_LIST = re.compile(r"\(env var: '\[(.*?)\]'\)")
+
+
+def _env_names(match: re.Match[str]) -> str:
+    names = [name.strip(" '") for name in match.group(1).split(",")]
+    return f"(env var: {' or '.join(names)})"
+
+
+class _Command(click.Command):
+    """Usage errors (a non-number for --port...) as one line and exit code 2, like every
+    other bad setting, instead of click's three-line usage block."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            return super().main(*args, **kwargs)
+        except click.ClickException as exc:
+            message = _ENV_LIST.sub(_env_names, exc.format_message())
+            click.echo(f"s3proxy: error: {message}", err=True)
+            sys.exit(2)
+        except click.Abort:
+            sys.exit(1)
+
+
+@click.command(
+    cls=_Command,
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
 @_options
 @click.option(
     "--demo",

@@ -89,6 +89,7 @@ class Config:
     error_document: str | None = None
     spa: bool = False
     redirect_folders: bool = True
+    compress: bool = True
     reject_query_strings: bool = False
     allowed_origins: tuple[str, ...] = ()
     connect_timeout: float = 5.0

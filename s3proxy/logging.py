@@ -24,9 +24,11 @@ app events: ``log.info("cache_cleared", entries=3)``. Event names are snake_case
 in fields, never in f-strings. Nothing here logs a secret by itself: log configurations
 through :func:`redact`, and keep credentials and ``Authorization`` out of access fields.
 
-The app runs :func:`flush_periodically` as a task in its lifespan and does not call
-:func:`close`: uvicorn still logs after the lifespan ends, and the ``atexit`` hook flushes
-those lines. :func:`close` undoes :func:`configure` (tests, reconfiguration).
+Only request lines are buffered; events (ours and uvicorn's) are written at once, together
+with any request lines before them, so a supervisor without a lifespan, or a process that
+uvicorn ends by re-raising SIGTERM, loses nothing but at most a second of request lines. The
+app runs :func:`flush_periodically` as a task in its lifespan and does not call :func:`close`.
+:func:`close` undoes :func:`configure` (tests, reconfiguration).
 """
 
 from __future__ import annotations
@@ -308,6 +310,7 @@ class _SinkLogger:
         sink = _sink
         if sink is not None:
             sink.write(line)
+            sink.flush()  # events are rare: write them now (a process may die by signal)
 
     debug = info = warning = warn = error = critical = fatal = exception = log = msg
 
@@ -350,6 +353,7 @@ class _StdlibHandler(logging.Handler):
             if record.exc_info:
                 event.update(_exc_fields(record.exc_info, sink.tracebacks))
             sink.write(sink.render(event))
+            sink.flush()  # not buffered: uvicorn's last lines come after our lifespan ends
         except Exception:
             self.handleError(record)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from s3proxy.cache import Entry
 from s3proxy.conditional import ByteRange, content_range, format_http_date
+from s3proxy.encoding import compressible, variant_etag
 from s3proxy.meta import ObjectMeta
 
 Headers = list[tuple[bytes, bytes]]
@@ -42,18 +43,26 @@ def content_type(key: str, meta: ObjectMeta) -> str:
     return guessed
 
 
-def representation_headers(entry: Entry, ttl: int) -> Headers:
-    """Headers describing the object (everything but length, range and per-request ones).
-    Memoised on the entry; recomputed when a revalidation moved ``expires_at``."""
-    memo = entry.rendered
-    if memo is not None and memo[0] == entry.expires_at:
-        headers: Headers = memo[1]
-        return headers
+def representation_headers(
+    entry: Entry, ttl: int, compress: bool = False, coding: str | None = None
+) -> Headers:
+    """Headers describing the object (everything but length, range and per-request ones),
+    for the identity body or for the ``coding`` variant. With ``compress``, compressible
+    objects carry ``Vary: Accept-Encoding`` in every variant. Memoised on the entry per
+    coding; recomputed when a revalidation moved ``expires_at``."""
+    memo: dict[str | None, tuple[float, Headers]] | None = entry.rendered
+    if memo is None:
+        memo = entry.rendered = {}
+    cached = memo.get(coding)
+    if cached is not None and cached[0] == entry.expires_at:
+        return cached[1]
     meta = entry.meta
     assert meta is not None
-    headers = [(b"content-type", content_type(entry.key, meta).encode("latin-1"))]
-    if meta.etag:
-        headers.append((b"etag", meta.etag.encode("latin-1")))
+    ctype = content_type(entry.key, meta)
+    etag = variant_etag(meta.etag, coding) if coding else meta.etag
+    headers = [(b"content-type", ctype.encode("latin-1"))]
+    if etag:
+        headers.append((b"etag", etag.encode("latin-1")))
     if meta.last_modified is not None:
         headers.append((b"last-modified", format_http_date(meta.last_modified).encode()))
     expires = meta.expires or format_http_date(entry.expires_at)
@@ -61,14 +70,16 @@ def representation_headers(entry: Entry, ttl: int) -> Headers:
     cache_control = meta.cache_control or f"max-age={ttl}"
     headers.append((b"cache-control", cache_control.encode("latin-1")))
     for name, value in (
-        (b"content-encoding", meta.content_encoding),
+        (b"content-encoding", coding or meta.content_encoding),
         (b"content-disposition", meta.content_disposition),
         (b"content-language", meta.content_language),
     ):
         if value:
             headers.append((name, value.encode("latin-1")))
+    if compress and compressible(ctype, meta.size, meta.content_encoding):
+        headers.append((b"vary", b"Accept-Encoding"))
     headers.append((b"accept-ranges", b"bytes"))
-    entry.rendered = (entry.expires_at, headers)
+    memo[coding] = (entry.expires_at, headers)
     return headers
 
 

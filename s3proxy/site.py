@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from s3proxy import logging as log
@@ -27,6 +28,7 @@ from s3proxy.conditional import (
     parse_range,
 )
 from s3proxy.config import Config
+from s3proxy.encoding import compress, compressible, negotiate, variant_etag
 from s3proxy.exceptions import CacheError, OriginError, OriginTimeout
 from s3proxy.keys import (
     Key,
@@ -66,10 +68,14 @@ _WANTED = frozenset(
         b"x-real-ip",
         b"x-forwarded-for",
         b"access-control-request-headers",
+        b"accept-encoding",
     }
 )
 _CONDITIONAL = (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since")
-_VALIDATOR_HEADERS = frozenset({b"etag", b"last-modified", b"expires", b"cache-control"})
+_VALIDATOR_HEADERS = frozenset(
+    {b"etag", b"last-modified", b"expires", b"cache-control", b"vary", b"content-encoding"}
+)
+_VARY_ENCODING = (b"vary", b"Accept-Encoding")
 ALLOW = b"GET, HEAD, OPTIONS"
 #: Paths whose key mapping is remembered; the memo is emptied when full (random paths from
 #: a scanner must not grow memory).
@@ -113,6 +119,7 @@ class Outcome_:
     sent: int = 0
     cache: str = "-"
     mime: bytes = b""
+    compressed: bool = False
     origin_bytes: int = 0
 
 
@@ -130,6 +137,8 @@ class Site:
         self.counts: collections.Counter[str] = collections.Counter()
         self.cors = Cors(config.allowed_origins)
         self.ttl = config.ttl
+        self.compress = config.compress
+        self._codings: dict[bytes, str | None] = {}
         # raw path -> Key: mapping is pure, and a memo hit costs 0.1 µs against ~3 µs.
         self._keys: dict[bytes, Key] = {}
 
@@ -173,6 +182,7 @@ class Site:
                         duration_us=int(elapsed * 1_000_000),
                         status=out.status,
                         cache=out.cache,
+                        compressed=out.compressed,
                         origin_bytes=out.origin_bytes,
                     )
                 )
@@ -259,13 +269,18 @@ class Site:
             out.status = 404
             out.sent = await send_text(send, 404, "Not Found", cors)
             return None
+        if isinstance(found, Fill) and (
+            status != 200 or b"range" in headers or self._wants_variant(found, headers)
+        ):
+            # A body still arriving: stream all of it, or wait for it if a range is asked.
+            try:
+                found = await _wait_for(found)
+            except OriginError as exc:
+                return await self._fail(send, out, 502, "Bad Gateway", exc, key)
         if status != 200:
             return await self._send_error_document(found, status, method, cors, send, out)
-        if isinstance(found, Fill) and (b"range" in headers or found.entry is None):
-            # A body still arriving: stream all of it, or wait for it if a range is asked.
-            if b"range" not in headers:
-                return await self._send_fill(found, method, headers, cors, send, out)
-            found = await _wait_for(found)
+        if isinstance(found, Fill) and found.entry is None:
+            return await self._send_fill(found, method, headers, cors, send, out)
         entry = found.entry if isinstance(found, Fill) else found
         assert entry is not None
         try:
@@ -313,7 +328,9 @@ class Site:
         return None
 
     async def _folder_redirect(self, key: Key, scope: dict[str, Any], now: float) -> bytes | None:
-        if not self.config.redirect_folders or key.index:
+        # Only extension-less names look like folders: a 404 for "style.css" should not cost
+        # a second S3 request for "style.css/index.html".
+        if not self.config.redirect_folders or key.index or has_extension(key.key):
             return None
         index_key = folder_index(key.key, self.config.index_document)
         if index_key is None:
@@ -328,8 +345,7 @@ class Site:
     ) -> None:
         """The error page's body with ``status``: no validators, no ranges (it describes the
         error, not the object asked for)."""
-        if isinstance(page, Fill):
-            page = await _wait_for(page)
+        assert isinstance(page, Entry)
         meta = page.meta
         assert meta is not None
         ctype = content_type(page.key, meta).encode("latin-1")
@@ -357,7 +373,7 @@ class Site:
     ) -> None:
         assert fill.meta is not None
         entry = Entry(fill.key, fill.meta, time.time(), time.time() + self.ttl)
-        rep = representation_headers(entry, self.ttl)
+        rep = representation_headers(entry, self.ttl, self.compress)
         out.mime = rep[0][1]
         decided = self._preconditions(entry, method, headers, rep, cors)
         if decided is not None:
@@ -376,6 +392,7 @@ class Site:
         headers: dict[bytes, bytes],
         rep: Headers,
         cors: Headers,
+        etag: str | None = None,
     ) -> tuple[int, Headers] | None:
         """(status, headers) of a 304 or 412, or ``None`` to go on (RFC 9110 §13.2.2)."""
         if not any(name in headers for name in _CONDITIONAL):
@@ -384,7 +401,7 @@ class Site:
         assert meta is not None
         outcome = evaluate_preconditions(
             method,
-            meta.etag,
+            etag or meta.etag,
             meta.last_modified,
             if_match=_text(headers.get(b"if-match")),
             if_none_match=_text(headers.get(b"if-none-match")),
@@ -409,8 +426,15 @@ class Site:
     ) -> None:
         meta = entry.meta
         assert meta is not None
-        rep = representation_headers(entry, self.ttl)
+        rep = representation_headers(entry, self.ttl, self.compress)
         out.mime = rep[0][1]
+        accept = headers.get(b"accept-encoding")
+        if accept is not None and b"range" not in headers and _VARY_ENCODING in rep:
+            coding = self._negotiate(accept)
+            if coding is not None:
+                return await self._send_variant(
+                    entry, coding, method, headers, cors, send, out, now
+                )
         decided = self._preconditions(entry, method, headers, rep, cors)
         if decided is not None:
             out.status = decided[0]
@@ -441,6 +465,68 @@ class Site:
             out.sent = len(source)
             return None
         out.sent = await send_stream(send, 200, full, body_chunks(source, 0, meta.size))
+        return None
+
+    def _wants_variant(self, fill: Fill, headers: dict[bytes, bytes]) -> bool:
+        """Whether a body still arriving will be sent compressed (so wait for all of it)."""
+        meta = fill.meta
+        if not self.compress or meta is None or b"accept-encoding" not in headers:
+            return False
+        if not compressible(content_type(fill.key, meta), meta.size, meta.content_encoding):
+            return False
+        return self._negotiate(headers[b"accept-encoding"]) is not None
+
+    def _negotiate(self, accept_encoding: bytes) -> str | None:
+        coding = self._codings.get(accept_encoding, "")
+        if coding == "":
+            coding = negotiate(accept_encoding.decode("latin-1"))
+            if len(self._codings) < 1024:  # a handful of values in practice
+                self._codings[accept_encoding] = coding
+        return coding
+
+    async def _send_variant(
+        self,
+        entry: Entry,
+        coding: str,
+        method: str,
+        headers: dict[bytes, bytes],
+        cors: Headers,
+        send: Any,
+        out: Outcome_,
+        now: float,
+    ) -> None:
+        """The compressed variant: its own ETag for preconditions, made once and cached."""
+        meta = entry.meta
+        assert meta is not None
+        rep = representation_headers(entry, self.ttl, True, coding)
+        etag = variant_etag(meta.etag, coding)
+        decided = self._preconditions(entry, method, headers, rep, cors, etag)
+        if decided is None and b"if-none-match" in headers:
+            # The client holds another coding of the same version (its first answer may have
+            # been the identity body): still valid, so 304 with that representation's headers.
+            identity = representation_headers(entry, self.ttl, True)
+            alternative = self._preconditions(entry, method, headers, identity, cors)
+            if alternative is not None and alternative[0] == 304:
+                decided = alternative
+        if decided is not None:
+            out.status = decided[0]
+            return await send_empty(send, decided[0], decided[1])
+        variants = entry.variants
+        body = variants.get(coding) if variants is not None else None
+        if body is None:
+            try:
+                body = await asyncio.to_thread(
+                    self.readthrough.cache.variant, entry, coding, partial(compress, coding=coding)
+                )
+            except (OSError, CacheError):
+                raise BodyGone(entry.key) from None
+        age = [(b"age", str(max(0, int(now - entry.stored_at))).encode())]
+        full = rep + [(b"content-length", str(len(body)).encode())] + age + cors
+        out.compressed = True
+        if method == "HEAD":
+            return await send_empty(send, 200, full)
+        await send_body(send, 200, full, body)
+        out.sent = len(body)
         return None
 
     async def _open_body(self, entry: Entry) -> bytes | int:

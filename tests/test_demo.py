@@ -293,7 +293,7 @@ def test_server_stops_on_exit() -> None:
 
 def test_port_in_use_raises_instead_of_hanging() -> None:
     """A port already taken is an OSError at once (moto alone would wait forever)."""
-    outcome: list[object] = []
+    outcome: list[DemoOrigin | Exception] = []
 
     def enter(port: int) -> None:
         try:
@@ -306,8 +306,10 @@ def test_port_in_use_raises_instead_of_hanging() -> None:
         thread = threading.Thread(target=enter, args=(busy.getsockname()[1],), daemon=True)
         thread.start()
         thread.join(timeout=30)
-    assert outcome and isinstance(outcome[0], OSError), outcome
-    assert outcome[0].errno == errno.EADDRINUSE
+    assert outcome, "run_demo_origin() still waiting after 30 s"
+    error = outcome[0]
+    assert isinstance(error, OSError), error
+    assert error.errno == errno.EADDRINUSE
 
 
 def test_without_moto_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -385,5 +387,7 @@ with run_demo_origin() as o:
         assert done.stdout.strip() == "404", done.stderr
     else:
         last_line = done.stderr.strip().splitlines()[-1]
-        assert last_line.startswith("RuntimeError: the demo S3 emulator answers a missing key")
+        assert last_line.startswith("RuntimeError: the demo S3 emulator answers a missing key"), (
+            done.stderr
+        )
         assert "unset AWS_PROFILE" in last_line

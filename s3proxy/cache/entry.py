@@ -14,7 +14,8 @@ class Entry:
     """``meta is None`` means S3 said the key does not exist (a negative entry).
 
     ``body`` holds the bytes when the object sits in the memory tier; otherwise they are read
-    from ``path``. ``stored_at``/``expires_at`` are wall-clock epoch seconds. ``rendered`` is a
+    from ``path``. ``variants`` holds compressed bodies by coding (memory tier only).
+    ``stored_at``/``expires_at`` are wall-clock epoch seconds. ``rendered`` is a
     memo that the response layer may fill (precomputed headers), never read here.
     """
 
@@ -24,6 +25,7 @@ class Entry:
     expires_at: float
     path: str | None = None
     body: bytes | None = None
+    variants: dict[str, bytes] | None = None
     rendered: Any = field(default=None, repr=False)
 
     def fresh(self, now: float) -> bool:

@@ -22,6 +22,7 @@ import mmap
 import os
 import struct
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ class Cache:
         removed = 0
         for path in self.objects.iterdir():
             name = path.name
-            if name.endswith(".tmp") or self._index_get(name) is None:
+            if name.endswith(".tmp") or self._index_get(name.split(".", 1)[0]) is None:
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed += 1
@@ -176,6 +177,49 @@ class Cache:
         except Exception:  # a damaged index is a cache miss, never a failed request
             return None
 
+    def variant(self, entry: Entry, coding: str, make: Callable[[bytes], bytes]) -> bytes:
+        """The ``coding`` variant of ``entry``'s body: from memory, else from its file beside
+        the body, else made by ``make(body)`` and stored there atomically. Blocking (disk,
+        CPU): run in a thread. The file name carries a hash of the ETag, so a variant of an
+        older version of the object can never be served for a newer one."""
+        if entry.variants is not None and coding in entry.variants:
+            return entry.variants[coding]
+        assert entry.meta is not None
+        path = self._variant_path(entry, coding)
+        data: bytes | None = None
+        if path is not None:
+            with contextlib.suppress(OSError):
+                with open(path, "rb") as f:
+                    data = f.read()
+        if data is None:
+            data = make(self._body(entry))
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    writer = Writer(self.objects, os.path.basename(path))
+                    writer.write(data)
+                    writer.close()
+                    os.replace(writer.tmp_path, writer.final_path)
+        if entry.body is not None:  # small objects keep their variants in memory too
+            entry.variants = {**(entry.variants or {}), coding: data}
+            self._memory_bytes += len(data)
+        return data
+
+    def _variant_path(self, entry: Entry, coding: str) -> str | None:
+        if entry.path is None or entry.meta is None or not entry.meta.etag:
+            return None
+        tag = hashlib.sha256(entry.meta.etag.encode()).hexdigest()[:16]
+        return f"{entry.path}.{tag}.{coding}"
+
+    def _body(self, entry: Entry) -> bytes:
+        if entry.body is not None:
+            return entry.body
+        assert entry.path is not None and entry.meta is not None
+        with open(entry.path, "rb") as f:
+            body = f.read()
+        if len(body) != entry.meta.size:
+            raise CacheError(f"cached body of {entry.key!r} has the wrong size")
+        return body
+
     def read_small(self, entry: Entry) -> bytes:
         """Bytes of an object small enough for the memory tier, loading it there if needed.
         Blocking: a page-cache read of at most ``memory_object_size`` bytes."""
@@ -221,6 +265,7 @@ class Cache:
             entry.body = body
             return entry
         try:
+            self._unlink_body(os.path.basename(writer.final_path))
             os.replace(writer.tmp_path, writer.final_path)
             self._index[object_hash(self.bucket, key)] = self._record(entry)
         except Exception as exc:
@@ -251,8 +296,10 @@ class Cache:
         """Forget ``key`` in this process and in the index (its body file is gone or bad)."""
         self._drop_entry(key)
         self._negative.pop(key, None)
+        name = object_hash(self.bucket, key)
         with contextlib.suppress(Exception):
-            self._index.delete(object_hash(self.bucket, key))
+            self._index.delete(name)
+        self._unlink_body(name)
 
     def clear(self) -> dict[str, int]:
         """Drop every entry, in every worker: bump the shared generation (others notice on their
@@ -271,6 +318,13 @@ class Cache:
         return summary
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _unlink_body(self, name: str) -> None:
+        """Remove a body file and its compressed variants."""
+        for path in self.objects.glob(f"{name}*"):
+            if not path.name.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def _bump_generation(self) -> None:
         """Tell every worker to drop what it holds in memory (they check on each lookup)."""
@@ -310,15 +364,14 @@ class Cache:
         self._memory_bytes += len(body)
         while self._memory_bytes > self.memory_budget and self._memory:
             _, old = self._memory.popitem(last=False)
-            if old.body is not None:
-                self._memory_bytes -= len(old.body)
-                old.body = None
+            self._memory_bytes -= _memory_size(old)
+            old.body = old.variants = None
 
     def _drop_entry(self, key: str) -> None:
         old = self._entries.pop(key, None)
-        if old is not None and self._memory.pop(key, None) is not None and old.body is not None:
-            self._memory_bytes -= len(old.body)
-            old.body = None
+        if old is not None and self._memory.pop(key, None) is not None:
+            self._memory_bytes -= _memory_size(old)
+            old.body = old.variants = None
 
     @staticmethod
     def _record(entry: Entry) -> dict[str, Any]:
@@ -367,8 +420,7 @@ class Cache:
             if stored == key or (prefix is not None and stored.startswith(prefix)):
                 with contextlib.suppress(Exception):
                     self._index.delete(name)
-                with contextlib.suppress(OSError):
-                    os.unlink(self.objects / name)
+                self._unlink_body(name)
                 dropped.add(stored)
         for stored in list(self._negative):
             if stored == key or (prefix is not None and stored.startswith(prefix)):
@@ -376,3 +428,8 @@ class Cache:
         self._bump_generation()
         self._forget_all()
         return sorted(dropped)
+
+
+def _memory_size(entry: Entry) -> int:
+    size = len(entry.body) if entry.body is not None else 0
+    return size + sum(len(v) for v in (entry.variants or {}).values())
