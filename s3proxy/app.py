@@ -83,7 +83,13 @@ class App:
         self.cache = open_cache(config)
         self._stack.callback(self.cache.close)
         origin = await self._stack.enter_async_context(Origin(config))
-        readthrough = ReadThrough(self.cache, origin, ttl=config.ttl)
+        readthrough = ReadThrough(
+            self.cache,
+            origin,
+            ttl=config.ttl,
+            max_object_size=config.cache_max_object_size,
+            stale_if_error=config.stale_if_error,
+        )
         self._stack.push_async_callback(readthrough.close)
         self.sinks = build_sinks(config)
         if self.sinks is not None:

@@ -120,6 +120,27 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         },
     ),
     (
+        "cache-max-object-size",
+        None,
+        None,
+        {
+            "default": "1g",
+            "show_default": True,
+            "help": "Larger objects stream from S3 without being cached.",
+        },
+    ),
+    (
+        "stale-if-error",
+        None,
+        None,
+        {
+            "type": int,
+            "default": 3600,
+            "show_default": True,
+            "help": "Seconds past expiry an object may be served while S3 fails.",
+        },
+    ),
+    (
         "index-document",
         None,
         None,
@@ -345,6 +366,7 @@ def build_config(params: dict[str, Any]) -> Config:
     values["allowed_origins"] = parse_origins(values["allowed_origins"])
     values["memory_cache_size"] = parse_size(values["memory_cache_size"])
     values["memory_object_size"] = parse_size(values["memory_object_size"])
+    values["cache_max_object_size"] = parse_size(values["cache_max_object_size"])
     values["log_dir"] = values["log_dir"] or None
     values["trusted_proxies"] = tuple(
         p.strip() for p in (values["trusted_proxies"] or "").split(",") if p.strip()

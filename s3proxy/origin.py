@@ -29,6 +29,8 @@ from s3proxy.config import Config
 from s3proxy.exceptions import ObjectNotFound, OriginBodyError, OriginError, OriginTimeout
 from s3proxy.meta import ObjectMeta
 
+#: Attempts per GET (the first included) when no stale copy could stand in.
+RETRY_ATTEMPTS = 3
 #: Bytes asked of the body stream at a time.
 CHUNK_SIZE = 256 * 1024
 
@@ -75,8 +77,14 @@ class OriginObject:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the body; raise :class:`OriginBodyError` if it breaks off, runs long, or does
-        not match the single-part ETag (an MD5 of the content)."""
+        not match the single-part ETag (an MD5 of the content).
+
+        The last chunk is held back until those checks pass, so a consumer that has received
+        every byte has received verified bytes: a bad body ends in an error, never in a
+        complete-looking response.
+        """
         received = 0
+        held: bytes | None = None
         try:
             while True:
                 with _translate_body_errors():
@@ -86,13 +94,17 @@ class OriginObject:
                 received += len(chunk)
                 if self._md5 is not None:
                     self._md5.update(chunk)
-                yield chunk
+                if held is not None:
+                    yield held
+                held = chunk
         finally:
             self.close()
         if received != self.meta.size:
             raise OriginBodyError(f"body of {received} bytes, expected {self.meta.size}")
         if self._md5 is not None and f'"{self._md5.hexdigest()}"' != self.meta.etag:
             raise OriginBodyError("body does not match its ETag")
+        if held is not None:
+            yield held
 
     def close(self) -> None:
         self._body.close()
@@ -143,18 +155,27 @@ class Origin:
         self._client: Any = None
 
     async def __aenter__(self) -> Origin:
+        # Bounded retries with backoff for GETs (botocore's "standard" mode: up to
+        # RETRY_ATTEMPTS attempts, exponential backoff with jitter, on 5xx, throttling and
+        # connection errors); none when a stale copy can stand in instead.
+        session = get_session()
+        self._client = await self._open_client(session, RETRY_ATTEMPTS)
+        self._fast_client = await self._open_client(session, 1)
+        return self
+
+    async def _open_client(self, session: Any, attempts: int) -> Any:
         config = self._config
         aio_config = AioConfig(
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
             max_pool_connections=64,
             s3={"addressing_style": config.addressing_style},
         )
         # endpoint_url=None lets botocore read AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; no
         # key/secret means the standard credential chain (env, profile, role, web identity).
-        self._client = await self._stack.enter_async_context(
-            get_session().create_client(
+        return await self._stack.enter_async_context(
+            session.create_client(
                 "s3",
                 region_name=config.region,
                 endpoint_url=config.endpoint_url,
@@ -163,28 +184,37 @@ class Origin:
                 config=aio_config,
             )
         )
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
     async def get(
-        self, key: str, *, if_none_match: str | None = None
+        self,
+        key: str,
+        *,
+        if_none_match: str | None = None,
+        byte_range: str | None = None,
+        retry: bool = True,
     ) -> OriginObject | Revalidated:
         """GetObject ``key``. With ``if_none_match`` (a stored ETag), return
-        :data:`NOT_MODIFIED` when S3 answers 304. Raises :class:`ObjectNotFound`,
-        :class:`OriginTimeout` or :class:`OriginError`."""
+        :data:`NOT_MODIFIED` when S3 answers 304. ``byte_range`` (``bytes=a-b``) asks for part
+        of the object: the result's ``meta.size`` is then the part's length. Raises
+        :class:`ObjectNotFound`, :class:`OriginTimeout` or :class:`OriginError`."""
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if if_none_match:
             params["IfNoneMatch"] = if_none_match
+        if byte_range:
+            params["Range"] = byte_range
         try:
             with _translate_errors(key):
-                response = await self._client.get_object(**params)
+                client = self._client if retry else self._fast_client
+                response = await client.get_object(**params)
         except OriginError as exc:
             if if_none_match and "304" in str(exc):
                 return NOT_MODIFIED
             raise
-        md5 = hashlib.md5(usedforsecurity=False) if _md5_verifiable(response) else None
+        verify = _md5_verifiable(response) and not byte_range
+        md5 = hashlib.md5(usedforsecurity=False) if verify else None
         return OriginObject(key, meta_from_response(response), response["Body"], md5)
 
     async def check(self) -> None:

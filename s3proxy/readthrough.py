@@ -27,6 +27,8 @@ from s3proxy.exceptions import (
 from s3proxy.meta import ObjectMeta
 from s3proxy.origin import NOT_MODIFIED, Origin, OriginObject
 
+#: Seconds an oversized object's S3 response waits to be claimed before it is closed.
+UNCLAIMED_TIMEOUT = 30.0
 #: A waiting reader reads at most this much of the fill's file at a time.
 READ_CHUNK = 256 * 1024
 
@@ -46,7 +48,17 @@ class Fill:
     written: int = 0
     error: BaseException | None = None
     entry: Entry | None = None
+    #: The object is larger than the cache takes: the S3 response, for one request to claim.
+    passthrough: OriginObject | None = None
+    oversized: bool = False
+    #: S3 failed and this expired copy is served instead (stale-if-error).
+    stale: bool = False
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def claim(self) -> OriginObject | None:
+        """The S3 response of an oversized object, to the first caller only."""
+        obj, self.passthrough = self.passthrough, None
+        return obj
 
     @property
     def done(self) -> bool:
@@ -86,10 +98,20 @@ class Fill:
 class ReadThrough:
     """Serve keys from ``cache``, filling from ``origin`` once per key on a miss."""
 
-    def __init__(self, cache: Cache, origin: Origin, *, ttl: int) -> None:
+    def __init__(
+        self,
+        cache: Cache,
+        origin: Origin,
+        *,
+        ttl: int,
+        max_object_size: int | None = None,
+        stale_if_error: int = 0,
+    ) -> None:
         self.cache = cache
         self.origin = origin
         self.ttl = ttl
+        self.max_object_size = max_object_size
+        self.stale_if_error = stale_if_error
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -143,10 +165,18 @@ class ReadThrough:
         etag = stale.meta.etag if stale is not None and stale.meta is not None else None
         generation = self.cache.generation
         try:
-            result = await self.origin.get(fill.key, if_none_match=etag)
+            # With a stale copy to fall back on, fail fast rather than retry with backoff.
+            fallback = stale is not None and self._usable_when_failing(stale)
+            result = await self.origin.get(fill.key, if_none_match=etag, retry=not fallback)
         except ObjectNotFound:
             now = time.time()
             fill.headers.set_result(self.cache.put_missing(fill.key, now, now + self.ttl))
+            return
+        except OriginError:
+            if stale is None or not self._usable_when_failing(stale):
+                raise
+            fill.stale = True
+            fill.headers.set_result(stale)
             return
         if result is NOT_MODIFIED:
             assert stale is not None
@@ -155,7 +185,20 @@ class ReadThrough:
             fill.headers.set_result(entry)
             return
         assert isinstance(result, OriginObject)
+        if self.max_object_size is not None and result.meta.size > self.max_object_size:
+            fill.meta, fill.oversized, fill.passthrough = result.meta, True, result
+            fill.headers.set_result(fill)
+            # If the request that asked went away before claiming it, free the connection.
+            asyncio.get_running_loop().call_later(UNCLAIMED_TIMEOUT, _release, fill)
+            return
         await self._store(fill, result, generation)
+
+    def _usable_when_failing(self, stale: Entry) -> bool:
+        """stale-if-error (RFC 5861): an expired object may stand in for a failing S3 for
+        ``stale_if_error`` seconds past its expiry. Remembered 404s never do."""
+        if stale.meta is None:
+            return False
+        return time.time() - stale.expires_at <= self.stale_if_error
 
     async def _store(self, fill: Fill, obj: OriginObject, generation: int) -> None:
         try:
@@ -186,6 +229,12 @@ class ReadThrough:
             writer.abort()
             raise
         fill._notify()
+
+
+def _release(fill: Fill) -> None:
+    obj = fill.claim()
+    if obj is not None:
+        obj.close()
 
 
 __all__ = ["Fill", "OriginError", "ReadThrough", "Writer"]

@@ -29,7 +29,7 @@ from s3proxy.conditional import (
 )
 from s3proxy.config import Config
 from s3proxy.encoding import compress, compressible, negotiate, variant_etag
-from s3proxy.exceptions import CacheError, OriginError, OriginTimeout
+from s3proxy.exceptions import CacheError, OriginBodyError, OriginError, OriginTimeout
 from s3proxy.keys import (
     Key,
     Rejected,
@@ -38,6 +38,8 @@ from s3proxy.keys import (
     path_to_key,
     trailing_slash_location,
 )
+from s3proxy.meta import ObjectMeta
+from s3proxy.origin import OriginObject
 from s3proxy.readthrough import Fill, ReadThrough
 from s3proxy.record import Recorder, RequestRecord, client_ip, parse_networks
 from s3proxy.responses import (
@@ -269,6 +271,8 @@ class Site:
             out.status = 404
             out.sent = await send_text(send, 404, "Not Found", cors)
             return None
+        if isinstance(found, Fill) and found.oversized:
+            return await self._send_direct(found, key, method, headers, cors, send, out)
         if isinstance(found, Fill) and (
             status != 200 or b"range" in headers or self._wants_variant(found, headers)
         ):
@@ -302,6 +306,9 @@ class Site:
         out.cache = "miss"
         leader = not self.readthrough.in_flight(key)
         fetched = await self.readthrough.fetch(key)
+        if isinstance(fetched, Entry) and fetched.meta is not None and not fetched.fresh(now):
+            out.cache = "stale"  # S3 failed; an expired copy stands in (stale-if-error)
+            return fetched
         if leader and fetched.meta is not None:
             out.origin_bytes += fetched.meta.size
         if isinstance(fetched, Fill) and fetched.entry is not None:
@@ -529,6 +536,83 @@ class Site:
         out.sent = len(body)
         return None
 
+    async def _send_direct(
+        self,
+        fill: Fill,
+        key: Key,
+        method: str,
+        headers: dict[bytes, bytes],
+        cors: Headers,
+        send: Any,
+        out: Outcome_,
+    ) -> None:
+        """An object over ``--cache-max-object-size``: streamed from S3 as it arrives, never
+        stored, in bounded memory. A single range is asked of S3 itself."""
+        obj = fill.claim()
+        try:
+            meta = fill.meta
+            assert meta is not None
+            entry = Entry(fill.key, meta, time.time(), time.time() + self.ttl)
+            rep = representation_headers(entry, self.ttl)
+            out.mime, out.cache = rep[0][1], "pass"
+            decided = self._preconditions(entry, method, headers, rep, cors)
+            if decided is not None:
+                out.status = decided[0]
+                return await send_empty(send, decided[0], decided[1])
+            if method == "HEAD":
+                length = (b"content-length", str(meta.size).encode())
+                return await send_empty(send, 200, [*rep, length, *cors])
+            wanted = self._single_range(meta, headers)
+            if isinstance(wanted, int):  # 416
+                out.status = 416
+                unsatisfied = [(b"content-range", f"bytes */{meta.size}".encode())]
+                out.sent = await send_text(send, 416, "Range Not Satisfiable", unsatisfied)
+                return None
+            if obj is None or wanted is not None:
+                if obj is not None:
+                    obj.close()
+                obj = await self._direct_get(fill.key, wanted)
+            status, extra = 200, [(b"content-length", str(obj.meta.size).encode())]
+            if wanted is not None:
+                status, extra = 206, range_headers(wanted, meta.size)
+            out.origin_bytes += obj.meta.size
+            out.status = status
+            out.sent = await send_stream(send, status, rep + extra + cors, obj.chunks())
+            return None
+        except OriginTimeout as exc:
+            return await self._fail(send, out, 504, "Gateway Timeout", exc, key)
+        except OriginError as exc:
+            if isinstance(exc, OriginBodyError):
+                raise  # the body broke off after the response started: abort the connection
+            return await self._fail(send, out, 502, "Bad Gateway", exc, key)
+        finally:
+            if obj is not None:
+                obj.close()
+
+    def _single_range(
+        self, meta: ObjectMeta, headers: dict[bytes, bytes]
+    ) -> ByteRange | int | None:
+        """The one range to ask S3 for, 416 if unsatisfiable, or ``None`` for the whole body
+        (no Range, If-Range failed, or several ranges: those get a 200 when passing through)."""
+        header = headers.get(b"range")
+        if header is None or not if_range_allows(
+            _text(headers.get(b"if-range")), meta.etag, meta.last_modified
+        ):
+            return None
+        decision = parse_range(header.decode("latin-1"), meta.size)
+        if decision.kind is RangeKind.UNSATISFIABLE:
+            return 416
+        if decision.kind is RangeKind.SATISFIABLE and len(decision.ranges) == 1:
+            return decision.ranges[0]
+        return None
+
+    async def _direct_get(self, key: str, wanted: ByteRange | None) -> OriginObject:
+        byte_range = f"bytes={wanted.start}-{wanted.end}" if wanted is not None else None
+        result = await self.readthrough.origin.get(key, byte_range=byte_range)
+        if not isinstance(result, OriginObject):
+            raise OriginError("unexpected 304 from S3")
+        return result
+
     async def _open_body(self, entry: Entry) -> bytes | int:
         """The entry's bytes (memory tier) or an open file descriptor of its body, obtained
         before the response starts. Raises :class:`BodyGone` if the file was removed or
@@ -593,8 +677,8 @@ async def _wait_for(fill: Fill) -> Entry:
     """Wait until ``fill`` has stored its body (or failed: then raise)."""
     async for _ in fill.body():
         pass
-    if fill.entry is None:
-        raise CacheError("the fill did not store its body")
+    if fill.entry is None:  # fetched and verified, but not stored (e.g. a full disk)
+        raise OriginBodyError(f"the body of {fill.key!r} could not be kept")
     return fill.entry
 
 

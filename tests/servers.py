@@ -43,6 +43,7 @@ class Fault:
     status: int | None = None
     delay: float = 0.0
     truncate_after: int | None = None
+    corrupt_at: int | None = None
     chunk_delay: float = 0.0
     times: int = 1
 
@@ -102,6 +103,8 @@ class S3Server:
             result = inner(environ, start_response)
             if fault is not None and fault.truncate_after is not None:
                 return _truncate(result, fault.truncate_after)
+            if fault is not None and fault.corrupt_at is not None:
+                return _corrupt(result, fault.corrupt_at)
             if fault is not None and fault.chunk_delay:
                 return _throttle(result, fault.chunk_delay)
             return result
@@ -131,6 +134,12 @@ def _truncate(result: Any, limit: int) -> Iterator[bytes]:
             raise ConnectionAbortedError("injected: body broken off")
         sent += len(chunk)
         yield chunk
+
+
+def _corrupt(result: Any, position: int) -> Iterator[bytes]:
+    """Send every byte, with byte ``position`` flipped: right length, wrong content."""
+    data = b"".join(result)
+    yield data[:position] + bytes([data[position] ^ 0xFF]) + data[position + 1 :]
 
 
 def _throttle(result: Any, delay: float, size: int = 64 * 1024) -> Iterator[bytes]:

@@ -221,3 +221,57 @@ def test_a_body_file_deleted_behind_our_back_is_fetched_again(
     response = httpx.get(f"{proxy.url}/big.bin")
     assert response.status_code == 200 and response.content == body
     assert s3.gets(bucket, "big.bin") == 2
+
+
+def test_objects_over_the_size_limit_stream_through_uncached(
+    s3: S3Server, bucket: str, put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
+) -> None:
+    """Objects above --cache-max-object-size are streamed from S3 on every request and
+    never written to the cache; a range is asked of S3 itself."""
+    body = os.urandom(600_000)
+    put("huge.bin", body)
+    proxy = start_proxy(cache_max_object_size=100_000)
+    for _ in range(2):
+        response = httpx.get(f"{proxy.url}/huge.bin")
+        assert response.status_code == 200 and response.content == body
+    assert s3.gets(bucket, "huge.bin") == 2
+    assert list((Path(proxy.config.cache_dir) / "objects").iterdir()) == []
+    ranged = httpx.get(f"{proxy.url}/huge.bin", headers={"range": "bytes=1000-1999"})
+    assert ranged.status_code == 206
+    assert ranged.content == body[1000:2000]
+    assert ranged.headers["content-range"] == f"bytes 1000-1999/{len(body)}"
+    ranges = [h.get("range") for m, p, h in s3.requests if m == "GET" and p.endswith("huge.bin")]
+    assert ranges[-1] == "bytes=1000-1999"
+    unsatisfiable = httpx.get(f"{proxy.url}/huge.bin", headers={"range": "bytes=700000-"})
+    assert unsatisfiable.status_code == 416
+
+
+def test_a_broken_passthrough_body_aborts_the_connection(
+    s3: S3Server, bucket: str, put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
+) -> None:
+    """A streamed-through body that breaks off is never a clean short response."""
+    body = os.urandom(600_000)
+    put("huge.bin", body)
+    proxy = start_proxy(cache_max_object_size=100_000)
+    s3.faults.append(Fault("/huge.bin", truncate_after=200_000))
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{proxy.url}/huge.bin")
+
+
+def test_stale_copy_stands_in_while_s3_fails(
+    s3: S3Server, bucket: str, put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
+) -> None:
+    """After the TTL, an S3 error serves the expired copy with an honest Age (stale-if-error);
+    past the stale window, the client gets the 502."""
+    put("page.html", b"kept", ContentType="text/html")
+    proxy = start_proxy(ttl=0, stale_if_error=3600)
+    assert httpx.get(f"{proxy.url}/page.html").content == b"kept"
+    s3.faults.append(Fault("/page.html", status=500, times=100))
+    response = httpx.get(f"{proxy.url}/page.html")
+    assert response.status_code == 200 and response.content == b"kept"
+    assert int(response.headers["age"]) >= 0
+    strict = start_proxy(ttl=0, stale_if_error=0, cache_dir=proxy.config.cache_dir + "-2")
+    s3.faults.clear()
+    assert httpx.get(f"{strict.url}/page.html").status_code == 200
+    s3.faults.append(Fault("/page.html", status=500, times=100))
+    assert httpx.get(f"{strict.url}/page.html").status_code == 502
