@@ -14,6 +14,7 @@ from typing import Any
 
 from s3proxy import logging as log
 from s3proxy.cache import Cache
+from s3proxy.cache.budget import TOUCH_INTERVAL
 from s3proxy.config import Config
 from s3proxy.exceptions import S3ProxyError
 from s3proxy.management import management_app
@@ -36,6 +37,7 @@ def open_cache(config: Config) -> Cache:
         config.bucket,
         memory_budget=config.memory_cache_size,
         memory_object_size=config.memory_object_size,
+        max_size=config.cache_max_size,
     )
     cache.open()
     return cache
@@ -99,6 +101,8 @@ class App:
         self.site = Site(config, readthrough, recorder=self.sinks)
         flusher = asyncio.create_task(log.flush_periodically())
         self._stack.push_async_callback(_cancel, flusher)
+        toucher = asyncio.create_task(_touch_periodically(self.cache))
+        self._stack.push_async_callback(_cancel, toucher)
         _logger.info("worker_started", pid=os.getpid(), bucket=config.bucket)
 
     def stats(self) -> dict[str, Any]:
@@ -139,6 +143,17 @@ class App:
     async def shutdown(self) -> None:
         await self._stack.aclose()
         log.flush()
+
+
+async def _touch_periodically(cache: Cache) -> None:
+    """Write access times for LRU eviction, off the hit path (see cache/budget.py)."""
+    try:
+        while True:
+            await asyncio.sleep(TOUCH_INTERVAL)
+            await asyncio.to_thread(cache.flush_access_times)
+    finally:
+        with contextlib.suppress(Exception):
+            cache.flush_access_times()
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -120,6 +120,16 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         },
     ),
     (
+        "cache-max-size",
+        None,
+        None,
+        {
+            "default": "10g",
+            "show_default": True,
+            "help": "Bound on the disk cache; least recently used objects are evicted.",
+        },
+    ),
+    (
         "cache-max-object-size",
         None,
         None,
@@ -367,6 +377,7 @@ def build_config(params: dict[str, Any]) -> Config:
     values["memory_cache_size"] = parse_size(values["memory_cache_size"])
     values["memory_object_size"] = parse_size(values["memory_object_size"])
     values["cache_max_object_size"] = parse_size(values["cache_max_object_size"])
+    values["cache_max_size"] = parse_size(values["cache_max_size"])
     values["log_dir"] = values["log_dir"] or None
     values["trusted_proxies"] = tuple(
         p.strip() for p in (values["trusted_proxies"] or "").split(",") if p.strip()

@@ -86,6 +86,7 @@ class Config:
     memory_cache_size: int = 64 * 1024 * 1024
     memory_object_size: int = 1024 * 1024
     cache_max_object_size: int = 1024**3
+    cache_max_size: int = 10 * 1024**3
     stale_if_error: int = 3600
     index_document: str = "index.html"
     error_document: str | None = None
@@ -129,6 +130,7 @@ class Config:
         _check_range("memory_cache_size", self.memory_cache_size, 0, 1 << 40)
         _check_range("memory_object_size", self.memory_object_size, 0, 1 << 32)
         _check_range("cache_max_object_size", self.cache_max_object_size, 0, 1 << 50)
+        _check_range("cache_max_size", self.cache_max_size, 1, 1 << 60)
         _check_range("stale_if_error", self.stale_if_error, 0, 365 * 86400)
         _check_range("mmdb_port", self.mmdb_port, 1, 65535)
         _check_range("akumuli_port", self.akumuli_port, 1, 65535)

@@ -114,6 +114,7 @@ class ReadThrough:
         self.stale_if_error = stale_if_error
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._evicting: asyncio.Task[list[str]] | None = None
 
     def lookup(self, key: str, now: float) -> Entry | None:
         """The fresh cached entry for ``key``, or ``None``. Never blocks on I/O beyond the
@@ -145,6 +146,8 @@ class ReadThrough:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._evicting is not None:  # a thread cannot be cancelled: let it finish
+            await asyncio.gather(self._evicting, return_exceptions=True)
 
     async def _run(self, fill: Fill) -> None:
         try:
@@ -193,6 +196,12 @@ class ReadThrough:
             return
         await self._store(fill, result, generation)
 
+    def _start_eviction(self) -> None:
+        """Evict in a thread, in the background; one batch at a time per process."""
+        if self._evicting is not None and not self._evicting.done():
+            return
+        self._evicting = asyncio.create_task(asyncio.to_thread(self.cache.evict), name="evict")
+
     def _usable_when_failing(self, stale: Entry) -> bool:
         """stale-if-error (RFC 5861): an expired object may stand in for a failing S3 for
         ``stale_if_error`` seconds past its expiry. Remembered 404s never do."""
@@ -225,6 +234,8 @@ class ReadThrough:
             fill.entry = self.cache.commit(
                 writer, fill.key, obj.meta, now, now + self.ttl, generation, body
             )
+            if self.cache.over_budget():
+                self._start_eviction()
         except BaseException:
             writer.abort()
             raise

@@ -31,6 +31,7 @@ def prepare(config: Config) -> None:
     cache = open_cache(config)
     try:
         removed = cache.remove_leftovers()
+        cache.recount()
     finally:
         cache.close()
     _logger.info("starting", removed_leftovers=removed, **log.redact(asdict(config)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -275,3 +276,33 @@ def test_stale_copy_stands_in_while_s3_fails(
     assert httpx.get(f"{strict.url}/page.html").status_code == 200
     s3.faults.append(Fault("/page.html", status=500, times=100))
     assert httpx.get(f"{strict.url}/page.html").status_code == 502
+
+
+def test_disk_cache_stays_under_its_bound(
+    s3: S3Server, bucket: str, put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
+) -> None:
+    """With --cache-max-size, filling past the bound evicts the least recently used objects
+    (here: not the one read again and again) until the cache is back under the bound."""
+    size = 100_000
+    for i in range(12):
+        put(f"obj{i}.bin", bytes([i]) * size)
+    proxy = start_proxy(cache_max_size=500_000, memory_object_size=0)
+    objects = Path(proxy.config.cache_dir) / "objects"
+    with httpx.Client(base_url=proxy.url) as client:
+        for i in range(12):
+            assert client.get(f"/obj{i}.bin").content == bytes([i]) * size
+            assert client.get("/obj0.bin").status_code == 200  # keep obj0 hot
+            proxy.app.cache.flush_access_times()  # what the 30 s task does
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            on_disk = sum(p.stat().st_size for p in objects.iterdir())
+            if on_disk <= 500_000:
+                break
+            time.sleep(0.05)
+    assert on_disk <= 500_000
+    names = {p.name for p in objects.iterdir()}
+    assert object_hash(bucket, "obj0.bin") in names  # the hot object survived
+    assert object_hash(bucket, "obj1.bin") not in names  # an old cold one went
+    gets_before = s3.gets(bucket, "obj1.bin")
+    assert httpx.get(f"{proxy.url}/obj1.bin").content == bytes([1]) * size
+    assert s3.gets(bucket, "obj1.bin") == gets_before + 1

@@ -21,6 +21,7 @@ import hashlib
 import mmap
 import os
 import struct
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any
 
 import diskcache
 
+from s3proxy.cache.budget import DiskBudget, is_record_name
 from s3proxy.cache.entry import Entry
 from s3proxy.exceptions import CacheError
 from s3proxy.meta import ObjectMeta
@@ -84,6 +86,7 @@ class Cache:
         *,
         memory_budget: int = 64 << 20,
         memory_object_size: int = 1 << 20,
+        max_size: int | None = None,
     ) -> None:
         self.root = Path(directory)
         self.objects = self.root / "objects"
@@ -98,6 +101,10 @@ class Cache:
         self._gen_file: Any = None
         self._gen_map: mmap.mmap | None = None
         self.generation = 0
+        self.max_size = max_size
+        self.budget: DiskBudget | None = None
+        #: Keys served since access times were last written (only with a size bound).
+        self._touched: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -111,6 +118,9 @@ class Cache:
             if os.fstat(fd).st_size < _GEN.size:
                 os.ftruncate(fd, _GEN.size)
             self._gen_map = mmap.mmap(fd, _GEN.size)
+            self.budget = DiskBudget(
+                self._index, self.objects, self.root / "evict.lock", self.max_size
+            )
         except OSError as exc:
             raise CacheError(f"cannot open cache dir {self.root}: {exc.strerror}") from None
         self.generation = self._read_generation()
@@ -146,6 +156,8 @@ class Cache:
         if entry is not None:
             if entry.body is not None:
                 self._memory.move_to_end(key)
+            if self.max_size is not None:
+                self._touched.add(key)
             return entry
         entry = self._negative.get(key)
         if entry is not None:
@@ -199,6 +211,7 @@ class Cache:
                     writer.write(data)
                     writer.close()
                     os.replace(writer.tmp_path, writer.final_path)
+                    self._budget().add(len(data))
         if entry.body is not None:  # small objects keep their variants in memory too
             entry.variants = {**(entry.variants or {}), coding: data}
             self._memory_bytes += len(data)
@@ -265,9 +278,10 @@ class Cache:
             entry.body = body
             return entry
         try:
-            self._unlink_body(os.path.basename(writer.final_path))
+            freed = self._unlink_body(os.path.basename(writer.final_path))
             os.replace(writer.tmp_path, writer.final_path)
             self._index[object_hash(self.bucket, key)] = self._record(entry)
+            self._budget().add(meta.size - freed)
         except Exception as exc:
             writer.abort()
             raise CacheError(f"cannot store {key!r}: {exc}") from None
@@ -299,7 +313,7 @@ class Cache:
         name = object_hash(self.bucket, key)
         with contextlib.suppress(Exception):
             self._index.delete(name)
-        self._unlink_body(name)
+        self._budget().add(-self._unlink_body(name))
 
     def clear(self) -> dict[str, int]:
         """Drop every entry, in every worker: bump the shared generation (others notice on their
@@ -319,12 +333,46 @@ class Cache:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _unlink_body(self, name: str) -> None:
-        """Remove a body file and its compressed variants."""
+    def _unlink_body(self, name: str) -> int:
+        """Remove a body file and its compressed variants; returns the bytes freed."""
+        freed = 0
         for path in self.objects.glob(f"{name}*"):
             if not path.name.endswith(".tmp"):
                 with contextlib.suppress(OSError):
+                    size = path.stat().st_size
                     path.unlink()
+                    freed += size
+        return freed
+
+    def _budget(self) -> DiskBudget:
+        assert self.budget is not None, "open() first"
+        return self.budget
+
+    def over_budget(self) -> bool:
+        return self.max_size is not None and self._budget().over()
+
+    def evict(self) -> list[str]:
+        """Bring the disk cache back under ``max_size`` (blocking; see :mod:`.budget`)."""
+
+        def unlink(name: str) -> int:
+            return self._unlink_body(name)
+
+        self.flush_access_times()  # our own recent hits count before choosing victims
+        removed = self._budget().evict(unlink)
+        if removed:
+            self._bump_generation()  # other workers must not keep pointing at them
+            self._forget_all()
+        return removed
+
+    def flush_access_times(self) -> None:
+        """Write the access times of keys served lately to the index (blocking)."""
+        touched, self._touched = self._touched, set()
+        if touched:
+            names = {object_hash(self.bucket, key) for key in touched}
+            self._budget().touch(names, time.time())
+
+    def recount(self) -> int:
+        return self._budget().recount()
 
     def _bump_generation(self) -> None:
         """Tell every worker to drop what it holds in memory (they check on each lookup)."""
@@ -413,14 +461,14 @@ class Cache:
         dropped (remembered 404s included). Blocking: scans the index for a prefix."""
         dropped: set[str] = set()
         for name in list(self._index.iterkeys()):
-            record = self._index_get(name)
+            record = self._index_get(name) if is_record_name(name) else None
             if record is None:
                 continue
             stored = record.get("key", "")
             if stored == key or (prefix is not None and stored.startswith(prefix)):
                 with contextlib.suppress(Exception):
                     self._index.delete(name)
-                self._unlink_body(name)
+                self._budget().add(-self._unlink_body(name))
                 dropped.add(stored)
         for stored in list(self._negative):
             if stored == key or (prefix is not None and stored.startswith(prefix)):

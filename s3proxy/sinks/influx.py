@@ -1,0 +1,310 @@
+"""InfluxDB line protocol: each request as one line, over TCP or HTTP.
+
+TCP (``--ilp-host questdb``): QuestDB's ILP port 9009, Telegraf's ``socket_listener``. Such a
+server answers nothing; QuestDB closes the connection on a line it cannot take.
+
+HTTP (``--ilp-host http://influxdb:8086/metrics``): ``POST /write?db=metrics&precision=ns``,
+which InfluxDB 1.x, InfluxDB 2.x (v1 compatibility API) and QuestDB all accept. The URL's
+path names the database; a path ending in ``/write`` (or ``/api/v2/write``) is used as it
+is, query included. ``user:password@`` in the URL is sent as Basic authentication.
+``--ilp-port`` is not used: the port is the URL's.
+
+One line per request (see InfluxDB's "line protocol reference")::
+
+    <series>,cache=hit,ipaddress=1.2.3.4,method=GET,mimeType=text/html,resource=/a,status=200
+      size=2950i,duration_ms=0.21,compressed=false,origin_bytes=0i 1700000000123456000
+
+plus, with GeoIP data, the tags ``city continent country country_iso_code subdivision`` and
+the float fields ``latitude longitude``. The original proxy's tags and fields (its
+``queue/poller.cpp``) with three changes: ``status`` is a tag (to group by it), ``time`` is
+``duration_ms`` (InfluxDB silently drops a field named ``time``), and integers are signed
+(``i``; InfluxDB 1.x refuses the original's unsigned ``u``). The timestamp is the request's
+start, in nanoseconds.
+
+Escaping: commas and spaces in the measurement; commas, spaces and ``=`` in tag values.
+InfluxDB 1.x keeps ``\\`` in a tag value as two characters and cannot parse one at its end,
+so a backslash is written ``%5C`` (as a URL would carry it); control characters, which
+line protocol cannot carry, become ``_``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import math
+import ssl
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from s3proxy.record import RequestRecord
+
+CONNECT_TIMEOUT = 5.0
+#: A write (TCP) or an answer (HTTP) that takes longer than this fails.
+WRITE_TIMEOUT = 10.0
+#: An HTTP answer's body is read up to this size (error messages are short).
+MAX_ANSWER = 1 << 20
+GEO_TAGS = ("city", "continent", "country", "country_iso_code", "subdivision")
+
+_CONTROL = {code: "_" for code in (*range(0x20), 0x7F)}
+_MEASUREMENT = str.maketrans({**_CONTROL, ",": "\\,", " ": "\\ ", "\\": "%5C"})
+_TAG = str.maketrans({**_CONTROL, ",": "\\,", "=": "\\=", " ": "\\ ", "\\": "%5C"})
+
+
+class LineProtocolError(ConnectionError):
+    """The server refused a write or closed the connection."""
+
+
+def tag_value(value: str) -> str:
+    return value.translate(_TAG)
+
+
+def media_type(content_type: str) -> str:
+    """``text/html; charset=utf-8`` -> ``text/html``: parameters would only split series."""
+    return content_type.split(";", 1)[0].strip()
+
+
+def encode_line(measurement: str, record: RequestRecord) -> str:
+    """One record as a line (``measurement`` already escaped), ``\\n`` included."""
+    tags = [
+        ("cache", record.cache),
+        ("ipaddress", record.ip),
+        ("method", record.method),
+        ("mimeType", media_type(record.mime_type)),
+        ("resource", record.resource.split("?", 1)[0]),
+        ("status", str(record.status)),
+    ]
+    fields = (
+        f"size={record.size}i,duration_ms={record.duration_us / 1000!r},"
+        f"compressed={'true' if record.compressed else 'false'},"
+        f"origin_bytes={record.origin_bytes}i"
+    )
+    location = record.location
+    if location:
+        tags += [(key, str(location[key])) for key in GEO_TAGS if location.get(key) is not None]
+        fields += _coordinates(location)
+    tag_set = "".join(f",{key}={tag_value(value)}" for key, value in sorted(tags) if value)
+    return f"{measurement}{tag_set} {fields} {round(record.timestamp * 1e9)}\n"
+
+
+def _coordinates(location: dict[str, Any]) -> str:
+    try:
+        lat, lng = float(location["latitude"]), float(location["longitude"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    if not (math.isfinite(lat) and math.isfinite(lng)):
+        return ""
+    return f",latitude={lat!r},longitude={lng!r}"
+
+
+class LineProtocolSink:
+    """Writes records as line protocol to ``host:port`` over TCP, or to an ``http(s)://``
+    URL given as ``host`` (see the module docstring)."""
+
+    name = "ilp"
+
+    def __init__(self, host: str, port: int, series: str) -> None:
+        if not series or series != series.strip() or any(c in series for c in "\r\n\\"):
+            raise ValueError(f"invalid line protocol series name {series!r}")
+        self.measurement = series.translate(_MEASUREMENT)
+        self.transport: _Tcp | _Http
+        if host.startswith(("http://", "https://")):
+            self.transport = _Http(host)
+        else:
+            self.transport = _Tcp(host, port)
+
+    async def open(self) -> None:
+        await self.transport.open()
+
+    async def write(self, records: list[RequestRecord]) -> None:
+        await self.transport.send(self.encode(records))
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    def encode(self, records: list[RequestRecord]) -> bytes:
+        lines = "".join(encode_line(self.measurement, record) for record in records)
+        return lines.encode("utf-8", "replace")
+
+
+class _Tcp:
+    """A connection to a server that answers nothing: anything it sends, or its hang-up,
+    fails the next write."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._writer: asyncio.StreamWriter | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._problem: str | None = None
+
+    async def open(self) -> None:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._problem = None
+        self._listener = asyncio.create_task(self._listen(reader), name="ilp:listen")
+
+    async def send(self, data: bytes) -> None:
+        if self._problem is not None:
+            raise LineProtocolError(self._problem)
+        assert self._writer is not None, "open() first"
+        self._writer.write(data)
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await self._writer.drain()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+            self._writer = None
+
+    async def _listen(self, reader: asyncio.StreamReader) -> None:
+        try:
+            data = await reader.read(1024)
+        except OSError as exc:
+            self._problem = f"connection lost: {exc}"
+            return
+        text = data.decode("utf-8", "replace").strip()[:300]
+        self._problem = f"server answered {text}" if text else "server closed the connection"
+
+
+class _Http:
+    """``POST`` batches to one write URL over a kept-alive HTTP/1.1 connection."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise ValueError(f"--ilp-host {url!r}: no host")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self.target = _write_target(parts.path, parts.query, url)
+        headers = {
+            "Host": parts.netloc.rpartition("@")[2],
+            "Content-Type": "text/plain; charset=utf-8",
+        }
+        if parts.username is not None:
+            secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
+        self.head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            self._reader, self._writer = await asyncio.open_connection(
+                self.host, self.port, ssl=self.ssl
+            )
+
+    async def send(self, data: bytes) -> None:
+        """One ``POST``; a kept-alive connection the server has meanwhile closed is
+        replaced once (InfluxDB overwrites a point written twice, so a repeat is harmless)."""
+        if self._writer is None:
+            await self.open()
+        try:
+            status, body = await self._exchange(data)
+        except _Stale:
+            await self.close()
+            await self.open()
+            status, body = await self._exchange(data)
+        if not 200 <= status < 300:
+            text = body.decode("utf-8", "replace").strip()[:300]
+            raise LineProtocolError(f"HTTP {status} from {self.target}: {text}")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+        self._reader = self._writer = None
+
+    async def _exchange(self, data: bytes) -> tuple[int, bytes]:
+        reader, writer = self._reader, self._writer
+        assert reader is not None and writer is not None
+        request = f"POST {self.target} HTTP/1.1\r\n{self.head}Content-Length: {len(data)}\r\n\r\n"
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            try:
+                writer.write(request.encode("latin-1") + data)
+                await writer.drain()
+                status_line = await reader.readline()
+            except ConnectionError as exc:
+                raise _Stale from exc
+            if not status_line:
+                raise _Stale
+            status, headers = await _read_head(status_line, reader)
+            body, keep = await _read_body(status, headers, reader)
+        if not keep or status_line.startswith(b"HTTP/1.0"):
+            await self.close()
+        return status, body
+
+
+class _Stale(LineProtocolError):
+    """The server closed a kept-alive connection before answering."""
+
+    def __init__(self) -> None:
+        super().__init__("the server closed the connection before answering")
+
+
+def _write_target(path: str, query: str, url: str) -> str:
+    path = path.rstrip("/")
+    if path.endswith("/write"):
+        params = query
+    elif path.count("/") == 1:
+        params = f"db={quote(unquote(path[1:]), safe='')}" + (f"&{query}" if query else "")
+        path = "/write"
+    else:
+        raise ValueError(
+            f"--ilp-host {url!r}: name the database (http://host:8086/<database>) "
+            "or give the write URL (http://host:8086/write?db=<database>)"
+        )
+    if "precision=" not in params:
+        params = f"{params}&precision=ns" if params else "precision=ns"
+    return f"{path}?{params}"
+
+
+async def _read_head(
+    status_line: bytes, reader: asyncio.StreamReader
+) -> tuple[int, dict[bytes, bytes]]:
+    try:
+        status = int(status_line.split(None, 2)[1])
+    except (IndexError, ValueError):
+        raise LineProtocolError(f"not an HTTP answer: {status_line[:100]!r}") from None
+    headers: dict[bytes, bytes] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def _read_body(
+    status: int, headers: dict[bytes, bytes], reader: asyncio.StreamReader
+) -> tuple[bytes, bool]:
+    """The body, and whether the connection can carry another request."""
+    keep = headers.get(b"connection", b"").lower() != b"close"
+    if status in (204, 304) or status < 200:
+        return b"", keep
+    if b"content-length" in headers:
+        length = int(headers[b"content-length"])
+        if length > MAX_ANSWER:
+            raise LineProtocolError(f"HTTP {status} with a {length}-byte answer")
+        return await reader.readexactly(length), keep
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        return await _read_chunked(reader), keep
+    return await reader.read(MAX_ANSWER), False
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    body = bytearray()
+    while size := int((await reader.readline()).split(b";", 1)[0], 16):
+        body += await reader.readexactly(size)
+        await reader.readline()
+        if len(body) > MAX_ANSWER:
+            raise LineProtocolError("HTTP answer too long")
+    while await reader.readline() not in (b"\r\n", b"\n", b""):
+        pass  # trailers
+    return bytes(body)

@@ -1,0 +1,127 @@
+"""MongoDB sink: one document per request, as the original proxy wrote them.
+
+The only module that imports ``pymongo`` and ``bson``. It writes with PyMongo's native asyncio
+client (:class:`pymongo.AsyncMongoClient`) in batches (``insert_many(ordered=False)``), one call
+per batch the :class:`~s3proxy.sinks.base.SinkRunner` hands it.
+
+The document keeps the original's field names and BSON types, so existing queries and
+dashboards keep working::
+
+    method       string    GET / HEAD
+    resource     string    the request path
+    mimeType     string    the response's content type
+    ipaddress    string    the client address (X-Real-IP, X-Forwarded-For, peer)
+    size         int64     response body bytes
+    time         int64     nanoseconds from request to last byte
+    status       int32     HTTP status
+    compressed   bool      the body was gzip-encoded
+    timestamp    int64     nanoseconds since the epoch at the start of the request
+    created      date      the same instant, as a BSON datetime (millisecond precision)
+    location     document  GeoIP fields, only when the enricher found some
+                           (see :func:`s3proxy.sinks.geoip.flatten`)
+
+plus two of ours: ``cache`` (string: hit, miss, revalidated, ...) and ``originBytes`` (int64:
+bytes fetched from S3 for this request).
+
+:meth:`MongoSink.open` creates the original's four single-field ascending indexes
+(``method``, ``resource``, ``status``, ``timestamp``); creating an index that exists is a no-op
+on the server. Unlike the original's last version we write with acknowledgement (``w: 1``), so
+a batch the server did not take is counted as dropped instead of vanishing.
+
+Short server-selection and connect timeouts (2 s unless the URI sets them) make a dead server
+fail a batch quickly, so the runner drops it, backs off and reconnects; requests never wait.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from bson.int64 import Int64
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+
+from s3proxy.record import RequestRecord
+
+#: The original proxy's indexes, one ascending key each.
+INDEXED_FIELDS = ("method", "resource", "status", "timestamp")
+
+#: Client options applied unless the URI sets them (PyMongo lets keyword arguments override
+#: the URI, so we only fill gaps). Milliseconds, as in MongoDB's connection string.
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "serverSelectionTimeoutMS": 2_000,
+    "connectTimeoutMS": 2_000,
+    "socketTimeoutMS": 10_000,
+    "appname": "s3proxy",
+}
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def document(record: RequestRecord) -> dict[str, Any]:
+    """The BSON document for ``record``, in the original proxy's shape (see module doc)."""
+    micros = round(record.timestamp * 1_000_000)
+    doc: dict[str, Any] = {
+        "method": record.method,
+        "resource": record.resource,
+        "mimeType": record.mime_type,
+        "ipaddress": record.ip,
+        "size": Int64(record.size),
+        "time": Int64(record.duration_us * 1_000),
+        "status": record.status,
+        "compressed": record.compressed,
+        "timestamp": Int64(micros * 1_000),
+        # BSON dates hold milliseconds; truncating here keeps `created` equal to what is stored.
+        "created": _EPOCH + dt.timedelta(milliseconds=micros // 1_000),
+        "cache": record.cache,
+        "originBytes": Int64(record.origin_bytes),
+    }
+    if record.location:
+        doc["location"] = dict(record.location)
+    return doc
+
+
+def uri_options(uri: str) -> set[str]:
+    """The option names (lower case) set in a connection string's query part."""
+    _, _, query = uri.partition("?")
+    return {part.split("=", 1)[0].lower() for part in query.split("&") if part}
+
+
+class MongoSink:
+    """Writes records to ``database.collection`` at ``uri``. See the module docstring."""
+
+    name = "mongo"
+
+    def __init__(self, uri: str, database: str, collection: str) -> None:
+        self.uri = uri
+        self.database = database
+        self.collection_name = collection
+        given = uri_options(uri)
+        self.options = {k: v for k, v in DEFAULT_OPTIONS.items() if k.lower() not in given}
+        self._client: AsyncMongoClient[dict[str, Any]] | None = None
+        self._collection: AsyncCollection[dict[str, Any]] | None = None
+
+    async def open(self) -> None:
+        """Connect and create the indexes; raises (and leaves nothing open) on failure."""
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.uri, **self.options)
+        try:
+            collection = client[self.database][self.collection_name]
+            await collection.create_indexes(
+                [IndexModel([(field, ASCENDING)]) for field in INDEXED_FIELDS]
+            )
+        except BaseException:
+            await client.close()
+            raise
+        self._client, self._collection = client, collection
+
+    async def write(self, records: list[RequestRecord]) -> None:
+        """Insert ``records`` in one unordered batch; raises if the server did not take it."""
+        if self._collection is None:
+            raise RuntimeError("MongoSink.write before open")
+        await self._collection.insert_many([document(r) for r in records], ordered=False)
+
+    async def close(self) -> None:
+        client, self._client, self._collection = self._client, None, None
+        if client is not None:
+            await client.close()
