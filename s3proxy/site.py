@@ -161,16 +161,8 @@ class Site:
                 self.trusted,
             )
             path = scope["raw_path"].decode("latin-1")[:1024]
-            log.access(
-                {
-                    "method": scope["method"],
-                    "path": path,
-                    "status": out.status,
-                    "bytes": out.sent,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "cache": out.cache,
-                    "client_ip": ip,
-                }
+            log.request(
+                scope["method"], path, out.status, out.sent, round(elapsed * 1000, 3), out.cache, ip
             )
             if self.recorder is not None:
                 self.recorder.emit(

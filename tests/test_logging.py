@@ -93,6 +93,38 @@ def test_access_line_is_one_json_object_with_ts_level_event_first(
     assert list(line)[:3] == ["ts", "level", "event"]
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/index.html", id="plain"),
+        pytest.param('/a"b\\c\n\x00', id="quotes-backslashes-controls"),
+        pytest.param("/caf\u00e9/\u2028", id="unicode"),
+    ],
+)
+@pytest.mark.parametrize("json_format", [True, False], ids=["json", "console"])
+def test_request_line_equals_the_generic_access_line(
+    tmp_path: Path, clock: FakeClock, path: str, json_format: bool
+) -> None:
+    """The fast request renderer writes exactly what access() writes for the same fields."""
+    fields = {
+        "method": "GET",
+        "path": path,
+        "status": 206,
+        "bytes": 10,
+        "duration_ms": 0.125,
+        "cache": "hit",
+        "client_ip": '1.2.3.4"',
+    }
+    slog.configure(log_dir=str(tmp_path), json_format=json_format)
+    slog.request(*fields.values())  # type: ignore[arg-type]
+    slog.access(fields)
+    slog.flush()
+    first, second, _ = log_file(tmp_path).read_text().split("\n")
+    assert first == second
+    if json_format:
+        assert json.loads(first)["path"] == path
+
+
 def test_unencodable_values_do_not_break_the_line(tmp_path: Path, clock: FakeClock) -> None:
     """Odd values become strings instead of raising into the request."""
     slog.configure(log_dir=str(tmp_path))
