@@ -309,12 +309,22 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         "METRIC_PREFIX",
         {"default": "request", "show_default": True, "help": "Akumuli series prefix."},
     ),
-    ("ilp-host", "-y", "ILP_HOST", {"help": "InfluxDB line protocol (TCP) host."}),
+    (
+        "ilp-host",
+        "-y",
+        "ILP_HOST",
+        {"help": "Line protocol host (TCP), or an http://host:port/db URL."},
+    ),
     (
         "ilp-port",
         "-z",
         "ILP_PORT",
-        {"type": int, "default": 9009, "show_default": True, "help": "Line protocol port."},
+        {
+            "type": int,
+            "default": 9009,
+            "show_default": True,
+            "help": "Line protocol TCP port (ignored for http:// URLs).",
+        },
     ),
     (
         "ilp-series-name",

@@ -109,7 +109,7 @@ class Config:
     mongo_database: str = "metrics"
     mongo_collection: str = "request"
     metric_prefix: str = "request"
-    ilp_host: str | None = None
+    ilp_host: str | None = field(default=None, repr=False)  # an HTTP URL may hold a password
     ilp_port: int = 9009
     ilp_series_name: str = "request"
     mmdb_file: str | None = None

@@ -62,7 +62,7 @@ __all__ = [
 
 REDACTED = "[redacted]"
 SECRET_KEYS = frozenset(
-    {"auth_key", "secret", "aws_secret_access_key", "authorization", "key", "mongo_uri"}
+    {"auth_key", "secret", "aws_secret_access_key", "authorization", "key", "mongo_uri", "ilp_host"}
 )
 BUFFER_BYTES = 32 * 1024
 FILE_MODE = 0o640

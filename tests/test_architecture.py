@@ -23,6 +23,7 @@ OWNERS = {
     "uvicorn": {"server.py"},
     "starlette": {"management.py"},
     "click": {"cli.py"},
+    "prometheus_client": {"sinks/prometheus.py"},
 }
 
 

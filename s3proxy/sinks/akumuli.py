@@ -134,7 +134,7 @@ class AkumuliSink:
         mime = media_type(record.mime_type)
         if mime:
             rest += f" mimeType={tag_value(mime)}"
-        room = MAX_SERIES_NAME - len(longest) - len(head) - len(rest)
+        room = MAX_SERIES_NAME - len(f"{longest}{head}{rest}".encode())
         resource = tag_value(record.resource.split("?", 1)[0])
         encoded = resource.encode("utf-8", "replace")
         if len(encoded) > room:
@@ -149,7 +149,7 @@ class AkumuliSink:
         """Wait for Akumuli's one error line (or its hang-up) and keep it for ``write``."""
         try:
             line = await reader.readline()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a line over 64 KiB
             self._problem = f"connection lost: {exc}"
             return
         text = line.decode("utf-8", "replace").strip()[:300]

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from s3proxy import logging as log
@@ -46,8 +47,11 @@ class Enricher(Protocol):
 class SinkRunner:
     """Feeds one sink from a bounded queue; new records are dropped when it is full."""
 
-    def __init__(self, sink: Sink, queue_size: int) -> None:
+    def __init__(
+        self, sink: Sink, queue_size: int, on_drop: Callable[[str, int], None] | None = None
+    ) -> None:
         self.sink = sink
+        self.on_drop = on_drop
         self.queue: collections.deque[RequestRecord] = collections.deque()
         self.queue_size = queue_size
         self.sent = self.dropped = self.failures = 0
@@ -58,7 +62,7 @@ class SinkRunner:
 
     def offer(self, record: RequestRecord) -> None:
         if len(self.queue) >= self.queue_size:
-            self.dropped += 1
+            self._drop(1)
             self._report("sink_dropping", queue_size=self.queue_size)
             return
         self.queue.append(record)
@@ -96,7 +100,7 @@ class SinkRunner:
                 try:
                     await self.sink.write(batch)
                 except BaseException:
-                    self.dropped += len(batch)
+                    self._drop(len(batch))
                     raise
                 self.sent += len(batch)
                 backoff = BACKOFF_FIRST
@@ -113,6 +117,12 @@ class SinkRunner:
                 connected = False
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        if self.on_drop is not None:
+            with contextlib.suppress(Exception):
+                self.on_drop(self.sink.name, n)
 
     def _report(self, event: str, **fields: object) -> None:
         now = time.monotonic()
@@ -133,9 +143,13 @@ class Sinks:
     """Fan records out to every sink, through the enricher if there is one."""
 
     def __init__(
-        self, sinks: list[Sink], queue_size: int = 10_000, enricher: Enricher | None = None
+        self,
+        sinks: list[Sink],
+        queue_size: int = 10_000,
+        enricher: Enricher | None = None,
+        on_drop: Callable[[str, int], None] | None = None,
     ) -> None:
-        self.runners = [SinkRunner(sink, queue_size) for sink in sinks]
+        self.runners = [SinkRunner(sink, queue_size, on_drop) for sink in sinks]
         self.enricher = enricher
         self._pending: collections.deque[RequestRecord] = collections.deque()
         self._pending_size = queue_size

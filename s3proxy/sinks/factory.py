@@ -28,7 +28,12 @@ def build_sinks(config: Config) -> Sinks | None:
         sinks.append(PrometheusSink())
     if not sinks:
         return None
-    return Sinks(sinks, config.sink_queue_size, build_enricher(config))
+    on_drop = None
+    if config.prometheus:
+        from s3proxy.sinks.prometheus import count_sink_drop
+
+        on_drop = count_sink_drop
+    return Sinks(sinks, config.sink_queue_size, build_enricher(config), on_drop)
 
 
 def build_enricher(config: Config) -> Enricher | None:

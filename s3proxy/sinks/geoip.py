@@ -8,8 +8,12 @@ The only module that imports ``maxminddb`` and ``websockets``. Two enrichers, on
   JSON document (``city``, ``continent``, ``country``, ``location``, ``subdivisions``); an
   address the service cannot resolve comes back unchanged.
 - :class:`MmdbFileEnricher` reads a MaxMind DB file (GeoLite2/GeoIP2-City or DB-IP City
-  Lite) itself, memory-mapped by ``maxminddb``'s C extension: about 3 µs per lookup here, so it
-  runs on the event loop without a thread hop (~60 µs).
+  Lite) itself, memory-mapped by ``maxminddb``'s C extension. Measured here with a
+  20,000-network City database: 3 µs per lookup, 8 µs with :func:`flatten`; a whole
+  :meth:`enrich` takes ~14 µs for a new address and ~5 µs for a cached one (parsing and
+  classifying the address is most of that). Well under a thread hop (~60 µs), so it runs on
+  the event loop, off the request path. An uncached mmdb-ws lookup is one websocket round
+  trip: ~0.3 ms on loopback.
 
 Both store in ``record.location`` the flat map of strings the original proxy stored in
 MongoDB, which is mmdb-ws's ``f:`` field listing (see :func:`flatten`)::
@@ -39,7 +43,6 @@ from typing import Any
 
 import maxminddb
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import WebSocketException
 from websockets.protocol import State
 
 from s3proxy import logging as log
@@ -274,8 +277,14 @@ class MmdbWsEnricher(_Enricher):
                     ws = await self._connection()
                     await ws.send(address)
                     reply = await ws.recv()
-            except (OSError, TimeoutError, WebSocketException) as exc:
-                self._drop(exc)
+            except asyncio.CancelledError:
+                self._abort()  # its answer may still come, and would be read as the next one's
+                raise
+            except Exception as exc:  # refused, reset, timed out, handshake or protocol error
+                self._failed(exc)
+                self._abort()
+                self._retry_at = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX)
                 raise Unavailable from exc
             self._backoff = BACKOFF_FIRST
         return parse_reply(reply, address)
@@ -295,13 +304,12 @@ class MmdbWsEnricher(_Enricher):
             )
         return self._ws
 
-    def _drop(self, exc: BaseException) -> None:
-        self._failed(exc)
+    def _abort(self) -> None:
+        """Drop the connection at once: no closing handshake with a server that is not
+        answering."""
         ws, self._ws = self._ws, None
         if ws is not None:
-            ws.transport.abort()  # no closing handshake with a server that is not answering
-        self._retry_at = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+            ws.transport.abort()
 
     async def close(self) -> None:
         ws, self._ws = self._ws, None

@@ -12,7 +12,7 @@ dashboards keep working::
     mimeType     string    the response's content type
     ipaddress    string    the client address (X-Real-IP, X-Forwarded-For, peer)
     size         int64     response body bytes
-    time         int64     nanoseconds from request to last byte
+    time         int64     nanoseconds from request to last byte (measured in µs)
     status       int32     HTTP status
     compressed   bool      the body was gzip-encoded
     timestamp    int64     nanoseconds since the epoch at the start of the request
@@ -20,13 +20,14 @@ dashboards keep working::
     location     document  GeoIP fields, only when the enricher found some
                            (see :func:`s3proxy.sinks.geoip.flatten`)
 
-plus two of ours: ``cache`` (string: hit, miss, revalidated, ...) and ``originBytes`` (int64:
-bytes fetched from S3 for this request).
+plus two of ours: ``cache`` (string: the cache outcome, as in the access log) and
+``originBytes`` (int64: bytes fetched from S3 for this request).
 
-:meth:`MongoSink.open` creates the original's four single-field ascending indexes
-(``method``, ``resource``, ``status``, ``timestamp``); creating an index that exists is a no-op
-on the server. Unlike the original's last version we write with acknowledgement (``w: 1``), so
-a batch the server did not take is counted as dropped instead of vanishing.
+:meth:`MongoSink.open` creates the four single-field ascending indexes the original created
+(``method``, ``resource``, ``status``, ``timestamp``); creating an index that exists is a
+no-op on the server, and one the server refuses is logged, not fatal. The original's last
+version wrote unacknowledged (``w: 0``); we keep acknowledged writes (``w: 1``), so a batch
+the server did not take is counted as dropped instead of vanishing.
 
 Short server-selection and connect timeouts (2 s unless the URI sets them) make a dead server
 fail a batch quickly, so the runner drops it, backs off and reconnects; requests never wait.
@@ -40,8 +41,12 @@ from typing import Any
 from bson.int64 import Int64
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure
 
+from s3proxy import logging as log
 from s3proxy.record import RequestRecord
+
+_logger = log.get_logger("s3proxy.sinks.mongo")
 
 #: The original proxy's indexes, one ascending key each.
 INDEXED_FIELDS = ("method", "resource", "status", "timestamp")
@@ -103,17 +108,30 @@ class MongoSink:
         self._collection: AsyncCollection[dict[str, Any]] | None = None
 
     async def open(self) -> None:
-        """Connect and create the indexes; raises (and leaves nothing open) on failure."""
+        """Connect and create the indexes; raises (and leaves nothing open) when the server
+        cannot be reached. A server that refuses the indexes (a user allowed to insert but
+        not to index) is logged and written to all the same, as the original did."""
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.uri, **self.options)
         try:
             collection = client[self.database][self.collection_name]
-            await collection.create_indexes(
-                [IndexModel([(field, ASCENDING)]) for field in INDEXED_FIELDS]
-            )
+            await self._index(collection)
         except BaseException:
             await client.close()
             raise
         self._client, self._collection = client, collection
+
+    async def _index(self, collection: AsyncCollection[dict[str, Any]]) -> None:
+        try:
+            await collection.create_indexes(
+                [IndexModel([(field, ASCENDING)]) for field in INDEXED_FIELDS]
+            )
+        except OperationFailure as exc:
+            _logger.warning(
+                "mongo_index_failed",
+                collection=f"{self.database}.{self.collection_name}",
+                code=exc.code,
+                error=str(exc),
+            )
 
     async def write(self, records: list[RequestRecord]) -> None:
         """Insert ``records`` in one unordered batch; raises if the server did not take it."""

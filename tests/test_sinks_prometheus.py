@@ -1,0 +1,232 @@
+"""The Prometheus sink: records become counters and histograms, read back by parsing the
+exposition with prometheus_client's own parser; worker processes add up."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from s3proxy.config import Config
+from s3proxy.record import RequestRecord
+from s3proxy.sinks.base import Sinks
+from s3proxy.sinks.prometheus import (
+    MULTIPROC_ENV,
+    PrometheusSink,
+    count_sink_drop,
+    exposition,
+    prepare_multiprocess,
+    set_cache_stats,
+)
+from tests.servers import ProxyServer
+from tests.sink_servers import eventually, wait_for
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse(text: str) -> Samples:
+    """Every sample of an exposition, by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def scrape() -> Samples:
+    body, content_type = exposition()
+    assert content_type.startswith("text/plain; version=")
+    return parse(body.decode())
+
+
+def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def record(**overrides: Any) -> RequestRecord:
+    fields: dict[str, Any] = {
+        "timestamp": time.time(),
+        "method": "GET",
+        "resource": "/index.html",
+        "mime_type": "text/html",
+        "ip": "203.0.113.7",
+        "size": 1000,
+        "duration_us": 300,
+        "status": 200,
+        "cache": "hit",
+    }
+    return RequestRecord(**{**fields, **overrides})
+
+
+def test_records_become_counters_and_a_latency_histogram() -> None:
+    """Requests are counted by method, status and cache outcome; latency lands in the
+    histogram of its cache outcome; bytes sent and fetched from S3 add up."""
+    records = [
+        record(),
+        record(),
+        record(method="HEAD", size=0, duration_us=150),
+        record(status=404, cache="miss", size=9, duration_us=20_000, origin_bytes=0),
+        record(cache="miss", size=5000, duration_us=80_000, origin_bytes=5000),
+    ]
+    before = scrape()
+
+    async def scenario() -> None:
+        sinks = Sinks([PrometheusSink()])
+        await sinks.start()
+        for r in records:
+            sinks.emit(r)
+        await eventually(lambda: sinks.stats()["prometheus"]["sent"] == 5)
+        await sinks.close()
+
+    asyncio.run(scenario())
+    after = scrape()
+    total = "s3proxy_requests_total"
+    assert delta(after, before, total, method="GET", status="200", cache="hit") == 2
+    assert delta(after, before, total, method="HEAD", status="200", cache="hit") == 1
+    assert delta(after, before, total, method="GET", status="404", cache="miss") == 1
+    assert delta(after, before, total, method="GET", status="200", cache="miss") == 1
+    latency = "s3proxy_request_duration_seconds"
+    assert delta(after, before, latency + "_count", cache="hit") == 3
+    assert delta(after, before, latency + "_bucket", cache="hit", le="0.00025") == 1
+    assert delta(after, before, latency + "_bucket", cache="hit", le="0.0005") == 3
+    assert delta(after, before, latency + "_bucket", cache="miss", le="0.025") == 1
+    assert delta(after, before, latency + "_bucket", cache="miss", le="0.1") == 2
+    assert delta(after, before, latency + "_sum", cache="miss") == pytest.approx(0.1)
+    assert delta(after, before, "s3proxy_sent_bytes_total", cache="hit") == 2000
+    assert delta(after, before, "s3proxy_sent_bytes_total", cache="miss") == 5009
+    assert delta(after, before, "s3proxy_origin_bytes_total") == 5000
+
+
+def test_methods_clients_invent_are_counted_as_other() -> None:
+    """A made-up method cannot create new time series."""
+    before = scrape()
+    asyncio.run(PrometheusSink().write([record(method="X-INVENTED", status=405)]))
+    after = scrape()
+    total = "s3proxy_requests_total"
+    assert delta(after, before, total, method="other", status="405", cache="hit") == 1
+    assert not any(labels and ("method", "X-INVENTED") in labels for _, labels in after)
+
+
+def test_cache_size_and_sink_drops_hooks() -> None:
+    """The cache gauges show the last values set; sink drops add up per sink."""
+    before = scrape()
+    set_cache_stats(entries=12, bytes_=34_567)
+    count_sink_drop("akumuli", 3)
+    count_sink_drop("akumuli", 2)
+    count_sink_drop("mongo", 0)
+    after = scrape()
+    assert after[("s3proxy_cache_entries", ())] == 12
+    assert after[("s3proxy_cache_bytes", ())] == 34_567
+    assert delta(after, before, "s3proxy_sink_dropped_records_total", sink="akumuli") == 5
+    assert delta(after, before, "s3proxy_sink_dropped_records_total", sink="mongo") == 0
+
+
+def test_prepare_multiprocess_gives_workers_an_empty_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several workers, metric files go to ``<cache_dir>/prometheus``, emptied of a
+    previous run's files; with one worker nothing changes."""
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    prepare_multiprocess(Config(bucket="b", threads=1, cache_dir=str(tmp_path)))
+    assert MULTIPROC_ENV not in os.environ
+    directory = tmp_path / "prometheus"
+    directory.mkdir()
+    (directory / "counter_123.db").write_bytes(b"stale")
+    (directory / "keep.txt").write_text("not ours")
+    prepare_multiprocess(Config(bucket="b", threads=4, cache_dir=str(tmp_path)))
+    assert os.environ[MULTIPROC_ENV] == str(directory)
+    assert sorted(p.name for p in directory.iterdir()) == ["keep.txt"]
+
+
+_WORKER = """
+import asyncio, sys, time
+from s3proxy.record import RequestRecord
+from s3proxy.sinks.prometheus import PrometheusSink, count_sink_drop, set_cache_stats
+
+n, size = int(sys.argv[1]), int(sys.argv[2])
+r = RequestRecord(time.time(), "GET", "/", "text/html", "127.0.0.1", size, 500, 200, cache="hit")
+asyncio.run(PrometheusSink().write([r] * n))
+count_sink_drop("ilp", n)
+set_cache_stats(entries=n, bytes_=n * 10)
+"""
+
+_SCRAPE = """
+import sys
+from s3proxy.sinks.prometheus import exposition
+sys.stdout.write(exposition()[0].decode())
+"""
+
+
+def test_worker_processes_add_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``--threads N`` every worker process writes its own metric files and any
+    worker's scrape shows the sum: counters and histograms add, the cache gauges show the
+    most recent look."""
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    prepare_multiprocess(Config(bucket="b", threads=2, cache_dir=str(tmp_path)))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    for n, size in ((3, 100), (4, 1000)):
+        subprocess.run([sys.executable, "-c", _WORKER, str(n), str(size)], env=env, check=True)
+    scraped = subprocess.run(
+        [sys.executable, "-c", _SCRAPE],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    samples = parse(scraped)
+    labels = (("cache", "hit"), ("method", "GET"), ("status", "200"))
+    assert samples[("s3proxy_requests_total", labels)] == 7
+    assert samples[("s3proxy_sent_bytes_total", (("cache", "hit"),))] == 3 * 100 + 4 * 1000
+    assert samples[("s3proxy_request_duration_seconds_count", (("cache", "hit"),))] == 7
+    assert samples[("s3proxy_sink_dropped_records_total", (("sink", "ilp"),))] == 7
+    assert samples[("s3proxy_cache_entries", ())] == 4
+    assert len(list((tmp_path / "prometheus").glob("*.db"))) >= 2
+
+
+def test_the_proxy_serves_its_metrics(
+    start_proxy: Callable[..., ProxyServer], put: Callable[..., None]
+) -> None:
+    """Through s3proxy with ``--prometheus true``: requests show up in the scrape of
+    ``/_proxy/_private/metrics`` (bearer token required), with the cache's size."""
+    put("index.html", b"<h1>home</h1>", ContentType="text/html")
+    proxy = start_proxy(prometheus=True)
+    auth = {"authorization": "Bearer test-token"}
+    with httpx.Client(base_url=proxy.url, timeout=10) as client:
+        assert client.get("/_proxy/_private/metrics").status_code == 403
+        before = parse(client.get("/_proxy/_private/metrics", headers=auth).text)
+        assert client.get("/").status_code == 200
+        assert client.get("/").status_code == 200
+        assert client.get("/nothing-here").status_code == 404
+
+        def scraped() -> Samples:
+            answer = client.get("/_proxy/_private/metrics", headers=auth)
+            assert answer.status_code == 200
+            assert answer.headers["content-type"].startswith("text/plain")
+            return parse(answer.text)
+
+        def requests(status: str) -> float:
+            """GETs answered with ``status`` since ``before``, whatever the cache did."""
+            after = scraped()
+            return sum(
+                value - before.get((name, labels), 0.0)
+                for (name, labels), value in after.items()
+                if name == "s3proxy_requests_total"
+                and dict(labels)["method"] == "GET"
+                and dict(labels)["status"] == status
+            )
+
+        wait_for(lambda: requests("200") == 2, what="two 200s in the scrape")
+        wait_for(lambda: requests("404") == 1, what="one 404 in the scrape")
+        after = scraped()
+    assert after[("s3proxy_cache_entries", ())] >= 1
+    assert after[("s3proxy_cache_bytes", ())] >= 13
