@@ -24,6 +24,10 @@ OWNERS = {
     "starlette": {"management.py"},
     "click": {"cli.py"},
     "prometheus_client": {"sinks/prometheus.py"},
+    "pymongo": {"sinks/mongo.py"},
+    "bson": {"sinks/mongo.py"},
+    "maxminddb": {"sinks/geoip.py"},
+    "websockets": {"sinks/geoip.py"},
 }
 
 

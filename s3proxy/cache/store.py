@@ -326,7 +326,7 @@ class Cache:
                 path.unlink()
                 summary["files"] += 1
                 summary["bytes"] += size
-        summary["entries"] = len(self._index)
+        summary["entries"] = sum(1 for name in self._index.iterkeys() if is_record_name(name))
         self._index.clear()
         self._forget_all()
         return summary

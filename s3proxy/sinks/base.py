@@ -156,6 +156,7 @@ class Sinks:
         self._pending_ready = asyncio.Event()
         self._enrich_task: asyncio.Task[None] | None = None
         self.enrich_dropped = 0
+        self.enrich_skipped = 0
 
     def emit(self, record: RequestRecord) -> None:
         """Queue ``record``: O(1), never blocks, never raises."""
@@ -181,8 +182,13 @@ class Sinks:
                 self._pending_ready.clear()
                 await self._pending_ready.wait()
             record = self._pending.popleft()
-            with contextlib.suppress(Exception):
-                await self.enricher.enrich(record)
+            # A slow enricher must not cost whole records: past half the queue, records go
+            # on without a location until it catches up.
+            if len(self._pending) < self._pending_size // 2:
+                with contextlib.suppress(Exception):
+                    await self.enricher.enrich(record)
+            else:
+                self.enrich_skipped += 1
             for runner in self.runners:
                 runner.offer(record)
 
@@ -197,4 +203,11 @@ class Sinks:
         await asyncio.gather(*(runner.close() for runner in self.runners))
 
     def stats(self) -> dict[str, dict[str, int]]:
-        return {runner.sink.name: runner.stats() for runner in self.runners}
+        stats = {runner.sink.name: runner.stats() for runner in self.runners}
+        if self.enricher is not None:
+            stats["geoip"] = {
+                "queued": len(self._pending),
+                "dropped": self.enrich_dropped,
+                "skipped": self.enrich_skipped,
+            }
+        return stats
