@@ -8,6 +8,7 @@ place, before the response starts::
     ├── ConfigError            bad settings; the CLI prints one line and exits 2
     ├── OriginError            S3 did not give us the object               -> 502
     │   ├── ObjectNotFound     no such key (or 403 without ListBucket)     -> 404
+    │   ├── ObjectChanged      If-Match failed: the object was replaced meanwhile
     │   ├── OriginTimeout      connect or read timed out                   -> 504
     │   └── OriginBodyError    the body broke off or failed verification; the client's
     │                          connection is aborted, nothing is cached
@@ -29,6 +30,10 @@ class OriginError(S3ProxyError):
 
 class ObjectNotFound(OriginError):
     """The key does not exist in the bucket (S3 404, or 403 when ListBucket is not granted)."""
+
+
+class ObjectChanged(OriginError):
+    """A GET with If-Match found another version of the object (S3 answered 412)."""
 
 
 class OriginTimeout(OriginError):

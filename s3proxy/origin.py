@@ -26,7 +26,13 @@ from botocore.exceptions import (
 )
 
 from s3proxy.config import Config
-from s3proxy.exceptions import ObjectNotFound, OriginBodyError, OriginError, OriginTimeout
+from s3proxy.exceptions import (
+    ObjectChanged,
+    ObjectNotFound,
+    OriginBodyError,
+    OriginError,
+    OriginTimeout,
+)
 from s3proxy.meta import ObjectMeta
 
 #: Attempts per GET (the first included) when no stale copy could stand in.
@@ -194,6 +200,7 @@ class Origin:
         *,
         if_none_match: str | None = None,
         byte_range: str | None = None,
+        if_match: str | None = None,
         retry: bool = True,
     ) -> OriginObject | Revalidated:
         """GetObject ``key``. With ``if_none_match`` (a stored ETag), return
@@ -205,6 +212,8 @@ class Origin:
             params["IfNoneMatch"] = if_none_match
         if byte_range:
             params["Range"] = byte_range
+        if if_match:
+            params["IfMatch"] = if_match
         try:
             with _translate_errors(key):
                 client = self._client if retry else self._fast_client
@@ -212,6 +221,8 @@ class Origin:
         except OriginError as exc:
             if if_none_match and "304" in str(exc):
                 return NOT_MODIFIED
+            if if_match and "412" in str(exc):
+                raise ObjectChanged(key) from None
             raise
         verify = _md5_verifiable(response) and not byte_range
         md5 = hashlib.md5(usedforsecurity=False) if verify else None

@@ -29,7 +29,13 @@ from s3proxy.conditional import (
 )
 from s3proxy.config import Config
 from s3proxy.encoding import compress, compressible, negotiate, variant_etag
-from s3proxy.exceptions import CacheError, OriginBodyError, OriginError, OriginTimeout
+from s3proxy.exceptions import (
+    CacheError,
+    ObjectChanged,
+    OriginBodyError,
+    OriginError,
+    OriginTimeout,
+)
 from s3proxy.keys import (
     Key,
     Rejected,
@@ -563,7 +569,14 @@ class Site:
             if obj is None or wanted is not None:
                 if obj is not None:
                     obj.close()
-                obj = await self._direct_get(fill.key, wanted)
+                try:
+                    # If-Match: the bytes must come from the version the headers describe.
+                    obj = await self._direct_get(fill.key, wanted, meta.etag)
+                except ObjectChanged:
+                    # Replaced in between: the whole current object, with its own headers.
+                    obj, wanted = await self._direct_get(fill.key, None, None), None
+                    entry = Entry(fill.key, obj.meta, time.time(), time.time() + self.ttl)
+                    rep = representation_headers(entry, self.ttl)
             status, extra = 200, [(b"content-length", str(obj.meta.size).encode())]
             if wanted is not None:
                 status, extra = 206, range_headers(wanted, meta.size)
@@ -598,9 +611,11 @@ class Site:
             return decision.ranges[0]
         return None
 
-    async def _direct_get(self, key: str, wanted: ByteRange | None) -> OriginObject:
+    async def _direct_get(
+        self, key: str, wanted: ByteRange | None, if_match: str | None
+    ) -> OriginObject:
         byte_range = f"bytes={wanted.start}-{wanted.end}" if wanted is not None else None
-        result = await self.readthrough.origin.get(key, byte_range=byte_range)
+        result = await self.readthrough.origin.get(key, byte_range=byte_range, if_match=if_match)
         if not isinstance(result, OriginObject):
             raise OriginError("unexpected 304 from S3")
         return result
