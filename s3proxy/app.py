@@ -20,8 +20,8 @@ from s3proxy.exceptions import S3ProxyError
 from s3proxy.management import management_app
 from s3proxy.origin import Origin
 from s3proxy.readthrough import ReadThrough
-from s3proxy.sinks import Sinks
-from s3proxy.sinks.factory import build_sinks
+from s3proxy.sinks.factory import wanted as sinks_wanted
+from s3proxy.sinks.process import SinkClient
 from s3proxy.site import Site
 
 #: Worker processes (``--threads N``) read their settings from this variable.
@@ -50,7 +50,7 @@ class App:
         self.config = config
         self.cache: Cache | None = None
         self.site: Site | None = None
-        self.sinks: Sinks | None = None
+        self.sinks: SinkClient | None = None
         self.origin: Origin | None = None
         self.management = management_app(self)
         self._stack = contextlib.AsyncExitStack()
@@ -93,9 +93,9 @@ class App:
             stale_if_error=config.stale_if_error,
         )
         self._stack.push_async_callback(readthrough.close)
-        self.sinks = build_sinks(config)
-        if self.sinks is not None:
-            await self.sinks.start()
+        if sinks_wanted(config):
+            self.sinks = SinkClient(config)
+            self.sinks.start()
             self._stack.push_async_callback(self.sinks.close)
         self.origin = origin
         self.site = Site(config, readthrough, recorder=self.sinks)
@@ -116,12 +116,13 @@ class App:
         }
 
     def metrics_exposition(self) -> tuple[bytes, str]:
+        """Prometheus text: every sink process's metric files, plus the cache's size."""
         from s3proxy.sinks import prometheus
 
         assert self.cache is not None
         stats = self.cache.stats()
-        prometheus.set_cache_stats(stats["disk_entries"], stats["disk_bytes"])
-        return prometheus.exposition()
+        directory = prometheus.multiprocess_dir(self.config)
+        return prometheus.scrape(directory, stats["disk_entries"], stats["disk_bytes"])
 
     async def readiness(self) -> list[str]:
         """What keeps this worker from serving: S3 unreachable, cache not writable."""

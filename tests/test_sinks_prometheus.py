@@ -25,8 +25,8 @@ from s3proxy.sinks.prometheus import (
     count_sink_drop,
     exposition,
     prepare_multiprocess,
-    set_cache_stats,
 )
+from s3proxy.sinks.prometheus import scrape as scrape_directory
 from tests.servers import ProxyServer
 from tests.sink_servers import eventually, wait_for
 
@@ -117,80 +117,68 @@ def test_methods_clients_invent_are_counted_as_other() -> None:
     assert not any(labels and ("method", "X-INVENTED") in labels for _, labels in after)
 
 
-def test_cache_size_and_sink_drops_hooks() -> None:
-    """The cache gauges show the last values set; sink drops add up per sink."""
+def test_sink_drops_add_up_per_sink() -> None:
+    """Sink drops add up per sink."""
     before = scrape()
-    set_cache_stats(entries=12, bytes_=34_567)
     count_sink_drop("akumuli", 3)
     count_sink_drop("akumuli", 2)
     count_sink_drop("mongo", 0)
     after = scrape()
-    assert after[("s3proxy_cache_entries", ())] == 12
-    assert after[("s3proxy_cache_bytes", ())] == 34_567
     assert delta(after, before, "s3proxy_sink_dropped_records_total", sink="akumuli") == 5
     assert delta(after, before, "s3proxy_sink_dropped_records_total", sink="mongo") == 0
 
 
-def test_prepare_multiprocess_gives_workers_an_empty_directory(
+def test_prepare_multiprocess_gives_an_empty_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With several workers, metric files go to ``<cache_dir>/prometheus``, emptied of a
-    previous run's files; with one worker nothing changes."""
+    """Metric files go to ``<cache_dir>/prometheus`` (or the operator's
+    PROMETHEUS_MULTIPROC_DIR), emptied of a previous run's files only."""
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
-    prepare_multiprocess(Config(bucket="b", threads=1, cache_dir=str(tmp_path)))
-    assert MULTIPROC_ENV not in os.environ
     directory = tmp_path / "prometheus"
     directory.mkdir()
     (directory / "counter_123.db").write_bytes(b"stale")
     (directory / "keep.txt").write_text("not ours")
-    prepare_multiprocess(Config(bucket="b", threads=4, cache_dir=str(tmp_path)))
-    assert os.environ[MULTIPROC_ENV] == str(directory)
+    assert prepare_multiprocess(Config(bucket="b", cache_dir=str(tmp_path))) == str(directory)
     assert sorted(p.name for p in directory.iterdir()) == ["keep.txt"]
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "elsewhere"))
+    assert prepare_multiprocess(Config(bucket="b", cache_dir=str(tmp_path))).endswith("elsewhere")
 
 
 _WORKER = """
 import asyncio, sys, time
 from s3proxy.record import RequestRecord
-from s3proxy.sinks.prometheus import PrometheusSink, count_sink_drop, set_cache_stats
+from s3proxy.sinks.prometheus import PrometheusSink, count_sink_drop
 
 n, size = int(sys.argv[1]), int(sys.argv[2])
 r = RequestRecord(time.time(), "GET", "/", "text/html", "127.0.0.1", size, 500, 200, cache="hit")
 asyncio.run(PrometheusSink().write([r] * n))
 count_sink_drop("ilp", n)
-set_cache_stats(entries=n, bytes_=n * 10)
-"""
-
-_SCRAPE = """
-import sys
-from s3proxy.sinks.prometheus import exposition
-sys.stdout.write(exposition()[0].decode())
 """
 
 
-def test_worker_processes_add_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Under ``--threads N`` every worker process writes its own metric files and any
-    worker's scrape shows the sum: counters and histograms add, the cache gauges show the
-    most recent look."""
+def test_sink_processes_add_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each sink process writes its own metric files; a worker's scrape of the directory
+    shows the sum (counters and histograms add) and the cache size it was given."""
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
-    prepare_multiprocess(Config(bucket="b", threads=2, cache_dir=str(tmp_path)))
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    directory = prepare_multiprocess(Config(bucket="b", cache_dir=str(tmp_path)))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        MULTIPROC_ENV: directory,
+    }
     for n, size in ((3, 100), (4, 1000)):
         subprocess.run([sys.executable, "-c", _WORKER, str(n), str(size)], env=env, check=True)
-    scraped = subprocess.run(
-        [sys.executable, "-c", _SCRAPE],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    samples = parse(scraped)
+    body, content_type = scrape_directory(directory, 12, 34_567)
+    assert content_type.startswith("text/plain")
+    samples = parse(body.decode())
     labels = (("cache", "hit"), ("method", "GET"), ("status", "200"))
     assert samples[("s3proxy_requests_total", labels)] == 7
     assert samples[("s3proxy_sent_bytes_total", (("cache", "hit"),))] == 3 * 100 + 4 * 1000
     assert samples[("s3proxy_request_duration_seconds_count", (("cache", "hit"),))] == 7
     assert samples[("s3proxy_sink_dropped_records_total", (("sink", "ilp"),))] == 7
-    assert samples[("s3proxy_cache_entries", ())] == 4
-    assert len(list((tmp_path / "prometheus").glob("*.db"))) >= 2
+    assert samples[("s3proxy_cache_entries", ())] == 12
+    assert samples[("s3proxy_cache_bytes", ())] == 34_567
+    assert len(list(Path(directory).glob("*.db"))) >= 2
 
 
 def test_the_proxy_serves_its_metrics(

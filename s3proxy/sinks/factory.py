@@ -49,8 +49,13 @@ def build_enricher(config: Config) -> Enricher | None:
 
 
 def prepare(config: Config) -> None:
-    """Once, in the parent process, before workers start (multi-process metric files)."""
+    """Once, in the parent process before workers start (an empty metric-file directory)."""
     if config.prometheus:
         from s3proxy.sinks.prometheus import prepare_multiprocess
 
         prepare_multiprocess(config)
+
+
+def wanted(config: Config) -> bool:
+    """Whether any sink is configured (then each worker starts a sink process)."""
+    return bool(config.akumuli_host or config.ilp_host or config.mongo_uri or config.prometheus)

@@ -23,7 +23,7 @@ from s3proxy.config import Config
 from s3proxy.record import RequestRecord
 
 if TYPE_CHECKING:
-    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client import Counter, Histogram
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Seconds; from a memory hit (~100 µs) to a large object streamed from S3.
@@ -42,15 +42,13 @@ class _Metrics:
     latency: Histogram
     sent_bytes: Counter
     origin_bytes: Counter
-    cache_entries: Gauge
-    cache_bytes: Gauge
     sink_dropped: Counter
 
 
 @functools.cache
 def _metrics() -> _Metrics:
     """This process's metrics, registered once in prometheus_client's default registry."""
-    from prometheus_client import Counter, Gauge, Histogram
+    from prometheus_client import Counter, Histogram
 
     return _Metrics(
         requests=Counter("s3proxy_requests", "Requests answered.", ["method", "status", "cache"]),
@@ -62,13 +60,6 @@ def _metrics() -> _Metrics:
         ),
         sent_bytes=Counter("s3proxy_sent_bytes", "Body bytes sent to clients.", ["cache"]),
         origin_bytes=Counter("s3proxy_origin_bytes", "Body bytes fetched from S3."),
-        # Every worker sees the same shared cache: the latest look is the answer.
-        cache_entries=Gauge(
-            "s3proxy_cache_entries", "Objects in the disk cache.", multiprocess_mode="mostrecent"
-        ),
-        cache_bytes=Gauge(
-            "s3proxy_cache_bytes", "Bytes in the disk cache.", multiprocess_mode="mostrecent"
-        ),
         sink_dropped=Counter(
             "s3proxy_sink_dropped_records", "Metrics records a sink dropped.", ["sink"]
         ),
@@ -105,13 +96,6 @@ class PrometheusSink:
         pass
 
 
-def set_cache_stats(entries: int, bytes_: int) -> None:
-    """Record the disk cache's size (call before :func:`exposition`)."""
-    metrics = _metrics()
-    metrics.cache_entries.set(entries)
-    metrics.cache_bytes.set(bytes_)
-
-
 def count_sink_drop(sink: str, n: int) -> None:
     """Add ``n`` records dropped by ``sink`` (its queue was full, or a write failed)."""
     if n > 0:
@@ -119,7 +103,8 @@ def count_sink_drop(sink: str, n: int) -> None:
 
 
 def exposition() -> tuple[bytes, str]:
-    """The text exposition of every worker's metrics, and its content type."""
+    """This process's metrics, or every process's when ``PROMETHEUS_MULTIPROC_DIR`` is set
+    (then summed from the files), and the content type."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, values
     from prometheus_client import generate_latest as render
     from prometheus_client.multiprocess import MultiProcessCollector
@@ -132,17 +117,41 @@ def exposition() -> tuple[bytes, str]:
     return render(registry), CONTENT_TYPE_LATEST
 
 
-def prepare_multiprocess(config: Config) -> None:
-    """Once, in the parent process before the workers start: with ``--threads`` > 1 (or
-    ``PROMETHEUS_MULTIPROC_DIR`` set by the operator), give the workers an empty directory
-    for their metric files (``<cache_dir>/prometheus``), so counts restart with the server."""
-    path = os.environ.get(MULTIPROC_ENV)
-    if path is None:
-        if config.threads <= 1:
-            return
-        path = os.path.join(config.cache_dir, "prometheus")
-    directory = Path(path)
+def multiprocess_dir(config: Config) -> str:
+    """Where the sink processes write their metric files: ``PROMETHEUS_MULTIPROC_DIR`` if the
+    operator set it, else ``<cache_dir>/prometheus``."""
+    return os.environ.get(MULTIPROC_ENV) or os.path.join(config.cache_dir, "prometheus")
+
+
+def prepare_multiprocess(config: Config) -> str:
+    """Once, before any worker starts: an empty directory for the metric files, so counts
+    restart with the server. Returns it (the sink processes get it in their environment)."""
+    directory = Path(multiprocess_dir(config))
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink(missing_ok=True)
-    os.environ[MULTIPROC_ENV] = str(directory)
+    return str(directory)
+
+
+def scrape(directory: str, cache_entries: int, cache_bytes: int) -> tuple[bytes, str]:
+    """For ``/_proxy/_private/metrics`` in a worker: the sum of every sink process's metric
+    files in ``directory``, plus the disk cache's size as the worker sees it. Reads files
+    only; the worker's own prometheus_client state is not used."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+    from prometheus_client import generate_latest as render
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    class CacheSize:
+        def collect(self) -> list[GaugeMetricFamily]:
+            return [
+                GaugeMetricFamily(
+                    "s3proxy_cache_entries", "Objects in the disk cache.", cache_entries
+                ),
+                GaugeMetricFamily("s3proxy_cache_bytes", "Bytes in the disk cache.", cache_bytes),
+            ]
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    registry.register(CacheSize())
+    return render(registry), CONTENT_TYPE_LATEST
