@@ -525,6 +525,7 @@ class Site:
                 )
             except (OSError, CacheError):
                 raise BodyGone(entry.key) from None
+            self.readthrough.cache.keep_variant(entry, coding, body)
         age = [(b"age", str(max(0, int(now - entry.stored_at))).encode())]
         full = rep + [(b"content-length", str(len(body)).encode())] + age + cors
         out.compressed = True

@@ -175,3 +175,24 @@ def test_compression_can_be_turned_off(
     response = get(proxy, "/page.html", **{"accept-encoding": "br, gzip"})
     assert "content-encoding" not in response.headers and "vary" not in response.headers
     assert response.content == PAGE
+
+
+def test_variants_count_against_the_memory_budget(
+    put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
+) -> None:
+    """Compressed variants kept in memory are part of the memory tier's byte budget."""
+    for i in range(8):
+        put(f"p{i}.html", PAGE + bytes([65 + i]) * 3000, ContentType="text/html")
+    proxy = start_proxy(memory_cache_size=20_000)
+    for i in range(8):
+        for accept in ("identity", "br", "gzip"):
+            get(proxy, f"/p{i}.html", **{"accept-encoding": accept})
+    cache = proxy.app.cache
+    assert cache is not None
+    stats = cache.stats()
+    assert 0 < stats["memory_bytes"] <= 20_000
+    held = sum(
+        len(e.body or b"") + sum(len(v) for v in (e.variants or {}).values())
+        for e in cache._memory.values()
+    )
+    assert held == stats["memory_bytes"]

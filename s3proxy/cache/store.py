@@ -192,8 +192,9 @@ class Cache:
     def variant(self, entry: Entry, coding: str, make: Callable[[bytes], bytes]) -> bytes:
         """The ``coding`` variant of ``entry``'s body: from memory, else from its file beside
         the body, else made by ``make(body)`` and stored there atomically. Blocking (disk,
-        CPU): run in a thread. The file name carries a hash of the ETag, so a variant of an
-        older version of the object can never be served for a newer one."""
+        CPU): run in a thread; it touches no shared state (see :meth:`keep_variant`). The
+        file name carries a hash of the ETag, so a variant of an older version of the object
+        can never be served for a newer one."""
         if entry.variants is not None and coding in entry.variants:
             return entry.variants[coding]
         assert entry.meta is not None
@@ -212,10 +213,16 @@ class Cache:
                     writer.close()
                     os.replace(writer.tmp_path, writer.final_path)
                     self._budget().add(len(data))
-        if entry.body is not None:  # small objects keep their variants in memory too
-            entry.variants = {**(entry.variants or {}), coding: data}
-            self._memory_bytes += len(data)
         return data
+
+    def keep_variant(self, entry: Entry, coding: str, data: bytes) -> None:
+        """Keep a variant in memory beside a body held there (event loop only: it moves the
+        memory tier's accounting, and evicts to stay within its budget)."""
+        if entry.body is None or self._memory.get(entry.key) is not entry:
+            return
+        entry.variants = {**(entry.variants or {}), coding: data}
+        self._memory_bytes += len(data)
+        self._evict_memory()
 
     def _variant_path(self, entry: Entry, coding: str) -> str | None:
         if entry.path is None or entry.meta is None or not entry.meta.etag:
@@ -410,6 +417,9 @@ class Cache:
         entry.body = body
         self._memory[entry.key] = entry
         self._memory_bytes += len(body)
+        self._evict_memory()
+
+    def _evict_memory(self) -> None:
         while self._memory_bytes > self.memory_budget and self._memory:
             _, old = self._memory.popitem(last=False)
             self._memory_bytes -= _memory_size(old)
