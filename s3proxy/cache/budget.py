@@ -95,9 +95,9 @@ class DiskBudget:
             for _, name, size in candidates:
                 if total <= target:
                     break
+                total -= unlink(name) or size  # before the record goes: it names the variants
                 with contextlib.suppress(Exception):
                     self.index.delete(name)
-                total -= unlink(name) or size
                 removed.append(name)
             self.index.set(TOTAL_KEY, max(total, 0))
             return removed

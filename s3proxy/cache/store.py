@@ -227,8 +227,7 @@ class Cache:
     def _variant_path(self, entry: Entry, coding: str) -> str | None:
         if entry.path is None or entry.meta is None or not entry.meta.etag:
             return None
-        tag = hashlib.sha256(entry.meta.etag.encode()).hexdigest()[:16]
-        return f"{entry.path}.{tag}.{coding}"
+        return f"{entry.path}.{variant_tag(entry.meta.etag)}.{coding}"
 
     def _body(self, entry: Entry) -> bytes:
         if entry.body is not None:
@@ -318,9 +317,9 @@ class Cache:
         self._drop_entry(key)
         self._negative.pop(key, None)
         name = object_hash(self.bucket, key)
+        self._budget().add(-self._unlink_body(name))
         with contextlib.suppress(Exception):
             self._index.delete(name)
-        self._budget().add(-self._unlink_body(name))
 
     def clear(self) -> dict[str, int]:
         """Drop every entry, in every worker: bump the shared generation (others notice on their
@@ -341,14 +340,20 @@ class Cache:
     # -- internals ---------------------------------------------------------------------------
 
     def _unlink_body(self, name: str) -> int:
-        """Remove a body file and its compressed variants; returns the bytes freed."""
+        """Remove a body file and the compressed variants of the version the index records
+        for it; returns the bytes freed. O(1): named paths, no directory scan."""
+        record = self._index_get(name)
+        etag = record.get("meta", {}).get("etag") if isinstance(record, dict) else None
+        paths = [self.objects / name]
+        if etag:
+            tag = variant_tag(etag)
+            paths += [self.objects / f"{name}.{tag}.{coding}" for coding in VARIANT_CODINGS]
         freed = 0
-        for path in self.objects.glob(f"{name}*"):
-            if not path.name.endswith(".tmp"):
-                with contextlib.suppress(OSError):
-                    size = path.stat().st_size
-                    path.unlink()
-                    freed += size
+        for path in paths:
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
         return freed
 
     def _budget(self) -> DiskBudget:
@@ -476,9 +481,9 @@ class Cache:
                 continue
             stored = record.get("key", "")
             if stored == key or (prefix is not None and stored.startswith(prefix)):
+                self._budget().add(-self._unlink_body(name))
                 with contextlib.suppress(Exception):
                     self._index.delete(name)
-                self._budget().add(-self._unlink_body(name))
                 dropped.add(stored)
         for stored in list(self._negative):
             if stored == key or (prefix is not None and stored.startswith(prefix)):
@@ -486,6 +491,15 @@ class Cache:
         self._bump_generation()
         self._forget_all()
         return sorted(dropped)
+
+
+#: Codings whose variants may sit beside a body (see :mod:`s3proxy.encoding`).
+VARIANT_CODINGS = ("br", "gzip")
+
+
+def variant_tag(etag: str) -> str:
+    """The part of a variant's file name that ties it to one version of the object."""
+    return hashlib.sha256(etag.encode()).hexdigest()[:16]
 
 
 def _memory_size(entry: Entry) -> int:
