@@ -304,8 +304,10 @@ class Site:
         out.cache = "miss"
         leader = not self.readthrough.in_flight(key)
         fetched = await self.readthrough.fetch(key)
-        if isinstance(fetched, Entry) and fetched.meta is not None and not fetched.fresh(now):
-            out.cache = "stale"  # S3 failed; an expired copy stands in (stale-if-error)
+        if isinstance(fetched, Entry) and fetched.meta is not None:
+            # An entry, not a fill: S3 answered 304 (the copy was refreshed), or S3 failed
+            # and the expired copy stands in (stale-if-error).
+            out.cache = "revalidated" if fetched.stored_at >= now else "stale"
             return fetched
         if leader and fetched.meta is not None:
             out.origin_bytes += fetched.meta.size

@@ -82,6 +82,8 @@ def test_expired_entry_is_revalidated_without_a_body(
     assert gets[1]["if-none-match"].strip('"') != ""
     put("page.html", b"<p>v2</p>", ContentType="text/html")
     assert httpx.get(f"{proxy.url}/page.html").content == b"<p>v2</p>"
+    assert proxy.app.site is not None
+    assert proxy.app.site.counts == {"miss": 2, "revalidated": 1}
 
 
 def test_crash_leftovers_are_removed_and_never_served(
