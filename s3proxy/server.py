@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -12,7 +13,7 @@ import uvicorn
 
 from s3proxy import logging as log
 from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, open_cache
-from s3proxy.config import Config, check_environment
+from s3proxy.config import Config, check_environment, default_cache_dir
 from s3proxy.exceptions import ConfigError
 from s3proxy.sinks import factory as sinks
 
@@ -65,15 +66,21 @@ def run_demo(params: dict[str, Any]) -> None:
     from s3proxy.cli import build_config
     from s3proxy.demo import run_demo_origin
 
-    with run_demo_origin() as origin:
+    # The emulator needs no AWS settings, and a profile that does not exist breaks moto.
+    os.environ.pop("AWS_PROFILE", None)
+    with run_demo_origin() as origin, tempfile.TemporaryDirectory(prefix="s3proxy-demo-") as tmp:
         params = {**params, "bucket": origin.bucket}
+        config = build_config(params)
         config = replace(
-            build_config(params),
+            config,
             endpoint_url=origin.endpoint_url,
             region=origin.region,
             key=origin.key_id,
             secret=origin.secret,
             addressing_style="path",
+            error_document=config.error_document or "404.html",
+            # A throwaway cache, unless one was asked for: the demo's objects are not yours.
+            cache_dir=tmp if params.get("cache_dir") == default_cache_dir() else config.cache_dir,
         )
         host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
         print(f"s3proxy demo: serving the sample site at http://{host}:{config.port}/", flush=True)

@@ -391,3 +391,24 @@ with run_demo_origin() as o:
             done.stderr
         )
         assert "unset AWS_PROFILE" in last_line
+
+
+def test_the_demo_command_serves_the_sample_site() -> None:
+    """`s3proxy --demo` (the README's first command runs it) serves the sample site from its
+    embedded emulator, with the site's own 404 page."""
+    import httpx
+
+    from tests.servers import ProxyProcess, free_port
+
+    port = free_port()
+    args = ["--demo", "--port", str(port), "--threads", "1", "--dir", "", "--host", "127.0.0.1"]
+    proxy = ProxyProcess(args, {}, port).wait_ready(timeout=60)
+    try:
+        home = httpx.get(f"{proxy.url}/")
+        assert home.status_code == 200 and b"s3proxy" in home.content
+        assert httpx.get(f"{proxy.url}/docs/").status_code == 200
+        missing = httpx.get(f"{proxy.url}/missing-page")
+        assert missing.status_code == 404
+        assert missing.content == (SITE_DIR / "404.html").read_bytes()
+    finally:
+        proxy.kill()
