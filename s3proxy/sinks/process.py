@@ -8,8 +8,9 @@ sinks). Here each worker keeps only :class:`SinkClient`: a record becomes one sh
 (~2 µs), lines are sent in batches every :data:`FLUSH_INTERVAL` seconds over a
 ``SOCK_SEQPACKET`` socket pair (message boundaries kept, end of file when the worker goes),
 with non-blocking sends. When the child falls behind, its socket buffer fills and the batch is
-dropped and counted — the request never waits. The child runs at a lower CPU priority and
-feeds the usual :class:`~s3proxy.sinks.base.Sinks` (queues, batching, reconnects).
+dropped and counted — the request never waits. The child runs only on otherwise idle CPU
+(``SCHED_IDLE``) and feeds the usual :class:`~s3proxy.sinks.base.Sinks` (queues, batching,
+reconnects). Measured: the worker pays ~2 µs per request for this (4.0 -> 6.0 µs per hit).
 
 Start order: the worker's lifespan spawns ``python -m s3proxy.sinks.process FD``; the child
 reads the settings from :data:`CONFIG_ENV`, and exits on end of file after draining.
@@ -42,7 +43,7 @@ BATCH_BYTES = 32 * 1024
 SOCKET_BUFFER = 2 * 1024 * 1024
 #: The most one message can hold (a batch passes BATCH_BYTES by at most one line).
 RECV_BYTES = 256 * 1024
-#: The child's CPU priority (nice value): serving comes first.
+#: The child's nice value where SCHED_IDLE is not available: serving comes first.
 CHILD_NICE = 10
 
 _logger = log.get_logger("s3proxy.sinks")
@@ -220,11 +221,21 @@ async def _serve(sock: socket.socket, config: Config) -> None:
         await sinks.close()
 
 
+def lower_priority() -> None:
+    """Run only on CPU the workers leave idle: SCHED_IDLE where Linux offers it (below any
+    nice value), else nice :data:`CHILD_NICE`. A saturated machine then drops records (counted)
+    rather than serving slower."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(CHILD_NICE)
+
+
 def main(argv: list[str]) -> None:
     """``python -m s3proxy.sinks.process FD``: run the sinks for one worker."""
     config = Config.from_json(os.environ[CONFIG_ENV])
-    with contextlib.suppress(OSError):
-        os.nice(CHILD_NICE)
+    lower_priority()
     log.configure(
         level=config.log_level,
         log_dir=config.log_dir,
