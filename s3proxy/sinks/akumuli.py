@@ -24,8 +24,6 @@ closes the connection, and records complete out of their start order.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import math
 import re
@@ -34,10 +32,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from s3proxy.record import RequestRecord
+from s3proxy.sinks.tcp import TcpStream
 
-CONNECT_TIMEOUT = 5.0
-#: A write that Akumuli does not take within this many seconds fails (it stopped reading).
-WRITE_TIMEOUT = 10.0
 #: Akumuli reads strings of at most 1 KiB (``RESPStream::STRING_LENGTH_MAX``); the resource
 #: tag is shortened so a series name stays under it.
 MAX_SERIES_NAME = 1000
@@ -71,37 +67,19 @@ class AkumuliSink:
         if not _METRIC.match(prefix):
             raise ValueError(f"metric prefix {prefix!r}: use letters, digits and . _ : -")
         self.host, self.port, self.prefix = host, port, prefix
-        self._writer: asyncio.StreamWriter | None = None
-        self._listener: asyncio.Task[None] | None = None
-        self._problem: str | None = None
+        self._stream = TcpStream(host, port, "Akumuli", AkumuliError)
         self._last_ns = 0
 
     async def open(self) -> None:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        self._problem = None
-        self._listener = asyncio.create_task(self._listen(reader), name="akumuli:listen")
+        await self._stream.open()
 
     async def write(self, records: list[RequestRecord]) -> None:
         """Send ``records``; raise :class:`AkumuliError` if Akumuli has reported an error or
         hung up since the last write (it then dropped whatever followed the bad point)."""
-        self._raise_if_failed()
-        assert self._writer is not None, "open() first"
-        self._writer.write(self.encode(records))
-        async with asyncio.timeout(WRITE_TIMEOUT):
-            await self._writer.drain()
+        await self._stream.send(self.encode(records))
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-            self._writer = None
+        await self._stream.close()
 
     def encode(self, records: list[RequestRecord]) -> bytes:
         return b"".join(self._encode(record, self._next_timestamp()) for record in records)
@@ -140,20 +118,6 @@ class AkumuliSink:
         if len(encoded) > room:
             resource = encoded[: max(room, 1)].decode("utf-8", "ignore") or "-"
         return head + resource + rest
-
-    def _raise_if_failed(self) -> None:
-        if self._problem is not None:
-            raise AkumuliError(self._problem)
-
-    async def _listen(self, reader: asyncio.StreamReader) -> None:
-        """Wait for Akumuli's one error line (or its hang-up) and keep it for ``write``."""
-        try:
-            line = await reader.readline()
-        except (OSError, ValueError) as exc:  # ValueError: a line over 64 KiB
-            self._problem = f"connection lost: {exc}"
-            return
-        text = line.decode("utf-8", "replace").strip()[:300]
-        self._problem = f"Akumuli answered {text}" if text else "Akumuli closed the connection"
 
 
 def _geo_tags(location: dict[str, Any]) -> str:

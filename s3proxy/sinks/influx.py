@@ -38,10 +38,8 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from s3proxy.record import RequestRecord
+from s3proxy.sinks.tcp import CONNECT_TIMEOUT, WRITE_TIMEOUT, TcpStream
 
-CONNECT_TIMEOUT = 5.0
-#: A write (TCP) or an answer (HTTP) that takes longer than this fails.
-WRITE_TIMEOUT = 10.0
 #: An HTTP answer's body is read up to this size (error messages are short).
 MAX_ANSWER = 1 << 20
 GEO_TAGS = ("city", "continent", "country", "country_iso_code", "subdivision")
@@ -107,11 +105,11 @@ class LineProtocolSink:
         if not series or series != series.strip() or any(c in series for c in "\r\n\\"):
             raise ValueError(f"invalid line protocol series name {series!r}")
         self.measurement = series.translate(_MEASUREMENT)
-        self.transport: _Tcp | _Http
+        self.transport: TcpStream | _Http
         if host.startswith(("http://", "https://")):
             self.transport = _Http(host)
         else:
-            self.transport = _Tcp(host, port)
+            self.transport = TcpStream(host, port, "the line-protocol server", LineProtocolError)
 
     async def open(self) -> None:
         await self.transport.open()
@@ -125,52 +123,6 @@ class LineProtocolSink:
     def encode(self, records: list[RequestRecord]) -> bytes:
         lines = "".join(encode_line(self.measurement, record) for record in records)
         return lines.encode("utf-8", "replace")
-
-
-class _Tcp:
-    """A connection to a server that answers nothing: anything it sends, or its hang-up,
-    fails the next write."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self._writer: asyncio.StreamWriter | None = None
-        self._listener: asyncio.Task[None] | None = None
-        self._problem: str | None = None
-
-    async def open(self) -> None:
-        async with asyncio.timeout(CONNECT_TIMEOUT):
-            reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        self._problem = None
-        self._listener = asyncio.create_task(self._listen(reader), name="ilp:listen")
-
-    async def send(self, data: bytes) -> None:
-        if self._problem is not None:
-            raise LineProtocolError(self._problem)
-        assert self._writer is not None, "open() first"
-        self._writer.write(data)
-        async with asyncio.timeout(WRITE_TIMEOUT):
-            await self._writer.drain()
-
-    async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-            self._writer = None
-
-    async def _listen(self, reader: asyncio.StreamReader) -> None:
-        try:
-            data = await reader.read(1024)
-        except OSError as exc:
-            self._problem = f"connection lost: {exc}"
-            return
-        text = data.decode("utf-8", "replace").strip()[:300]
-        self._problem = f"server answered {text}" if text else "server closed the connection"
 
 
 class _Http:
