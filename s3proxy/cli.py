@@ -19,6 +19,18 @@ from s3proxy import __version__
 from s3proxy.config import Config, default_cache_dir, parse_origins, parse_size
 from s3proxy.exceptions import ConfigError
 
+
+def _boolean(default: bool, help: str) -> dict[str, Any]:
+    """A true/false option that also stands alone: ``--console true``, ``--console``."""
+    return {
+        "type": click.BOOL,
+        "is_flag": False,
+        "flag_value": True,
+        "default": default,
+        "help": help,
+    }
+
+
 # (option, short flag, original env var, click settings). The Config field is the option name
 # with '-' as '_', except where noted in _FIELD.
 _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
@@ -45,13 +57,7 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         "path-style",
         None,
         None,
-        {
-            "type": click.BOOL,
-            "is_flag": False,
-            "flag_value": True,
-            "default": False,
-            "help": "Path-style addressing (http://host/bucket/key) for S3-compatible stores.",
-        },
+        _boolean(False, "Path-style addressing (http://host/bucket/key) for S3-compatible stores."),
     ),
     (
         "prefix",
@@ -170,49 +176,25 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         "spa",
         None,
         None,
-        {
-            "type": click.BOOL,
-            "is_flag": False,
-            "flag_value": True,
-            "default": False,
-            "help": "Single-page app: unknown paths without an extension serve the index.",
-        },
+        _boolean(False, "Single-page app: unknown paths without an extension serve the index."),
     ),
     (
         "redirect-folders",
         None,
         None,
-        {
-            "type": click.BOOL,
-            "is_flag": False,
-            "flag_value": True,
-            "default": True,
-            "help": "Redirect /docs to /docs/ when docs/<index> exists.",
-        },
+        _boolean(True, "Redirect /docs to /docs/ when docs/<index> exists."),
     ),
     (
         "compress",
         None,
         None,
-        {
-            "type": click.BOOL,
-            "is_flag": False,
-            "flag_value": True,
-            "default": True,
-            "help": "gzip/brotli for text types of 1 KiB to 8 MiB, made once per object.",
-        },
+        _boolean(True, "gzip/brotli for text types of 1 KiB to 8 MiB, made once per object."),
     ),
     (
         "reject-query-strings",
         "-j",
         "REJECT_QUERY_STRINGS",
-        {
-            "type": click.BOOL,
-            "is_flag": False,
-            "flag_value": True,
-            "default": False,
-            "help": "Answer 400 to requests with a query string (default: ignore it).",
-        },
+        _boolean(False, "Answer 400 to requests with a query string (default: ignore it)."),
     ),
     (
         "allowed-origins",
@@ -241,13 +223,7 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         "console",
         "-c",
         None,
-        {
-            "type": click.BOOL,
-            "is_flag": False,
-            "flag_value": True,
-            "default": False,
-            "help": "Also write logs to stdout (--console true).",
-        },
+        _boolean(False, "Also write logs to stdout (--console true)."),
     ),
     (
         "log-level",
@@ -347,13 +323,7 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         "prometheus",
         None,
         None,
-        {
-            "type": click.BOOL,
-            "is_flag": False,
-            "flag_value": True,
-            "default": False,
-            "help": "Prometheus metrics at /_proxy/_private/metrics (bearer-protected).",
-        },
+        _boolean(False, "Prometheus metrics at /_proxy/_private/metrics (bearer-protected)."),
     ),
     (
         "sink-queue-size",

@@ -230,6 +230,7 @@ class Cache:
         return f"{entry.path}.{variant_tag(entry.meta.etag)}.{coding}"
 
     def _body(self, entry: Entry) -> bytes:
+        """The whole body, from memory or its file (checked against its recorded size)."""
         if entry.body is not None:
             return entry.body
         assert entry.path is not None and entry.meta is not None
@@ -244,11 +245,7 @@ class Cache:
         Blocking: a page-cache read of at most ``memory_object_size`` bytes."""
         if entry.body is not None:
             return entry.body
-        assert entry.path is not None and entry.meta is not None
-        with open(entry.path, "rb") as f:
-            body = f.read()
-        if len(body) != entry.meta.size:
-            raise CacheError(f"cached body of {entry.key!r} has the wrong size")
+        body = self._body(entry)
         self._remember_body(entry, body)
         return body
 
