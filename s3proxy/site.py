@@ -2,8 +2,10 @@
 why it bypasses starlette's Request/Response).
 
 request -> key (:mod:`keys`) -> cache or single fill (:mod:`readthrough`) -> preconditions and
-range (:mod:`conditional`) -> render (:mod:`responses`). Errors become responses here, in one
-place, before the response starts; after it has started they abort the connection.
+range (:mod:`conditional`) -> render (:mod:`responses`), the state of each request in an
+:class:`~s3proxy.exchange.Exchange`. Objects too large to cache go to :mod:`passthrough`.
+Errors become responses here, in one place, before the response starts; after it has started
+they abort the connection.
 """
 
 from __future__ import annotations
@@ -13,29 +15,16 @@ import collections
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from s3proxy import logging as log
 from s3proxy.cache import Entry
-from s3proxy.conditional import (
-    ByteRange,
-    Outcome,
-    RangeKind,
-    evaluate_preconditions,
-    if_range_allows,
-    parse_range,
-)
+from s3proxy.conditional import ByteRange, RangeKind, if_range_allows, parse_range
 from s3proxy.config import Config
 from s3proxy.encoding import compress, compressible, negotiate, variant_etag
-from s3proxy.exceptions import (
-    CacheError,
-    ObjectChanged,
-    OriginBodyError,
-    OriginError,
-    OriginTimeout,
-)
+from s3proxy.exceptions import CacheError, OriginBodyError, OriginError, OriginTimeout
+from s3proxy.exchange import Cors, Exchange, pick_headers, text
 from s3proxy.keys import (
     Key,
     Rejected,
@@ -44,8 +33,7 @@ from s3proxy.keys import (
     path_to_key,
     trailing_slash_location,
 )
-from s3proxy.meta import ObjectMeta
-from s3proxy.origin import OriginObject
+from s3proxy.passthrough import send_direct
 from s3proxy.readthrough import Fill, ReadThrough
 from s3proxy.record import Recorder, RequestRecord, client_ip, parse_networks
 from s3proxy.responses import (
@@ -58,77 +46,13 @@ from s3proxy.responses import (
     open_checked,
     range_headers,
     representation_headers,
-    send_body,
-    send_empty,
-    send_stream,
-    send_text,
 )
 
-_WANTED = frozenset(
-    {
-        b"if-match",
-        b"if-none-match",
-        b"if-modified-since",
-        b"if-unmodified-since",
-        b"range",
-        b"if-range",
-        b"origin",
-        b"x-real-ip",
-        b"x-forwarded-for",
-        b"access-control-request-headers",
-        b"accept-encoding",
-    }
-)
-_CONDITIONAL = (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since")
-_VALIDATOR_HEADERS = frozenset(
-    {b"etag", b"last-modified", b"expires", b"cache-control", b"vary", b"content-encoding"}
-)
 _VARY_ENCODING = (b"vary", b"Accept-Encoding")
 ALLOW = b"GET, HEAD, OPTIONS"
 #: Paths whose key mapping is remembered; the memo is emptied when full (random paths from
 #: a scanner must not grow memory).
 KEY_MEMO_SIZE = 16_384
-
-_logger = log.get_logger("s3proxy.site")
-
-
-def pick_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
-    """The request headers the endpoint reads; repeated ones joined with ``, `` (RFC 9110
-    §5.3)."""
-    picked: dict[bytes, bytes] = {}
-    for name, value in raw:
-        if name in _WANTED:
-            previous = picked.get(name)
-            picked[name] = value if previous is None else previous + b", " + value
-    return picked
-
-
-class Cors:
-    """``ALLOWED_ORIGINS``: an origin is allowed if listed, or if the list holds ``*``."""
-
-    def __init__(self, origins: tuple[str, ...]) -> None:
-        self.enabled = bool(origins)
-        self.any = "*" in origins
-        self.origins = frozenset(o.encode() for o in origins)
-
-    def headers(self, origin: bytes | None) -> Headers:
-        if not self.enabled:
-            return []
-        if origin and (self.any or origin.lower() in self.origins):
-            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
-        return [(b"vary", b"Origin")]
-
-
-@dataclass(slots=True)
-class Outcome_:
-    """What the access log and the metrics record need to know about an answer."""
-
-    status: int = 200
-    sent: int = 0
-    cache: str = "-"
-    mime: bytes = b""
-    compressed: bool = False
-    origin_bytes: int = 0
 
 
 class Site:
@@ -153,57 +77,51 @@ class Site:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
         headers = pick_headers(scope["headers"])
-        out = Outcome_()
+        x = Exchange(scope, send, headers, scope["method"])
         try:
-            await self._dispatch(scope, headers, send, out)
+            await self._dispatch(x)
         finally:
-            elapsed = time.perf_counter() - started
-            self.counts[out.cache] += 1
-            client = scope.get("client")
-            ip = client_ip(
-                headers.get(b"x-real-ip"),
-                headers.get(b"x-forwarded-for"),
-                client[0] if client else None,
-                self.trusted,
-            )
-            path = scope["raw_path"].decode("latin-1")[:1024]
-            log.request(
-                scope["method"], path, out.status, out.sent, round(elapsed * 1000, 3), out.cache, ip
-            )
-            if self.recorder is not None:
-                self.recorder.emit(
-                    RequestRecord(
-                        timestamp=time.time() - elapsed,
-                        method=scope["method"],
-                        resource=path,
-                        mime_type=out.mime.decode("latin-1"),
-                        ip=ip,
-                        size=out.sent,
-                        duration_us=int(elapsed * 1_000_000),
-                        status=out.status,
-                        cache=out.cache,
-                        compressed=out.compressed,
-                        origin_bytes=out.origin_bytes,
-                    )
-                )
+            self._account(x, time.perf_counter() - started)
 
-    async def _dispatch(
-        self, scope: dict[str, Any], headers: dict[bytes, bytes], send: Any, out: Outcome_
-    ) -> None:
-        method = scope["method"]
-        cors = self.cors.headers(headers.get(b"origin"))
-        if method == "OPTIONS":
-            out.status = 204
-            return await send_empty(send, 204, self._preflight(headers, cors))
-        if method not in ("GET", "HEAD"):
-            out.status = 405
-            out.sent = await send_text(send, 405, "Method Not Allowed", [(b"allow", ALLOW)])
-            return None
-        if self.config.reject_query_strings and scope["query_string"]:
-            out.status = 400
-            out.sent = await send_text(send, 400, "Query strings are not accepted")
-            return None
-        raw_path = scope["raw_path"]
+    def _account(self, x: Exchange, elapsed: float) -> None:
+        """The request's log line and metrics record."""
+        self.counts[x.cache] += 1
+        scope, headers = x.scope, x.headers
+        client = scope.get("client")
+        ip = client_ip(
+            headers.get(b"x-real-ip"),
+            headers.get(b"x-forwarded-for"),
+            client[0] if client else None,
+            self.trusted,
+        )
+        path = scope["raw_path"].decode("latin-1")[:1024]
+        log.request(x.method, path, x.status, x.sent, round(elapsed * 1000, 3), x.cache, ip)
+        if self.recorder is not None:
+            self.recorder.emit(
+                RequestRecord(
+                    timestamp=time.time() - elapsed,
+                    method=x.method,
+                    resource=path,
+                    mime_type=x.mime.decode("latin-1"),
+                    ip=ip,
+                    size=x.sent,
+                    duration_us=int(elapsed * 1_000_000),
+                    status=x.status,
+                    cache=x.cache,
+                    compressed=x.compressed,
+                    origin_bytes=x.origin_bytes,
+                )
+            )
+
+    async def _dispatch(self, x: Exchange) -> None:
+        x.cors = self.cors.headers(x.headers.get(b"origin"))
+        if x.method == "OPTIONS":
+            return await x.respond_empty(204, self._preflight(x))
+        if x.method not in ("GET", "HEAD"):
+            return await x.respond_text(405, "Method Not Allowed", [(b"allow", ALLOW)])
+        if self.config.reject_query_strings and x.scope["query_string"]:
+            return await x.respond_text(400, "Query strings are not accepted")
+        raw_path = x.scope["raw_path"]
         key: Key | Rejected | None = self._keys.get(raw_path)
         if key is None:
             key = path_to_key(
@@ -214,127 +132,116 @@ class Site:
                     self._keys.clear()
                 self._keys[raw_path] = key
         if isinstance(key, Rejected):
-            out.status = key.status
-            out.sent = await send_text(send, key.status, key.reason)
-            return None
-        await self._serve(key, method, headers, cors, send, out, scope)
-        return None
+            return await x.respond_text(key.status, key.reason)
+        x.now = time.time()
+        return await self._serve(x, key)
 
-    def _preflight(self, headers: dict[bytes, bytes], cors: Headers) -> Headers:
-        requested = headers.get(b"access-control-request-headers", b"*, authorization")
+    def _preflight(self, x: Exchange) -> Headers:
+        requested = x.headers.get(b"access-control-request-headers", b"*, authorization")
         return [
             (b"access-control-allow-methods", ALLOW),
             (b"access-control-allow-headers", requested),
             (b"access-control-max-age", b"86400"),
             (b"content-length", b"0"),
-            *cors,
+            *x.cors,
         ]
 
-    async def _serve(
-        self,
-        key: Key,
-        method: str,
-        headers: dict[bytes, bytes],
-        cors: Headers,
-        send: Any,
-        out: Outcome_,
-        scope: dict[str, Any],
-        retried: bool = False,
-    ) -> None:
-        now = time.time()
+    async def _serve(self, x: Exchange, key: Key, retried: bool = False) -> None:
         try:
-            found = await self._find(key.key, now, out)
+            found = await self._find(key.key, x)
             status = 200
             if found.meta is None:
-                fallback = await self._fallback(key, scope, now, out)
+                fallback = await self._fallback(key, x)
                 if isinstance(fallback, bytes):
-                    out.status = 301
-                    redirect = [(b"location", fallback), (b"content-length", b"0"), *cors]
-                    return await send_empty(send, 301, redirect)
+                    return await self._redirect(x, fallback)
                 found, status = fallback if fallback is not None else (found, 404)
             elif found.meta.size == 0 and not key.index:
                 # A zero-byte "folder marker" must not hide its folder's index.
-                redirect_to = await self._folder_redirect(key, scope, now)
+                redirect_to = await self._folder_redirect(key, x)
                 if redirect_to is not None:
-                    out.status = 301
-                    redirect = [(b"location", redirect_to), (b"content-length", b"0"), *cors]
-                    return await send_empty(send, 301, redirect)
+                    return await self._redirect(x, redirect_to)
         except OriginTimeout as exc:
-            return await self._fail(send, out, 504, "Gateway Timeout", exc, key)
+            return await x.fail(504, "Gateway Timeout", exc, key.key)
         except OriginError as exc:
-            return await self._fail(send, out, 502, "Bad Gateway", exc, key)
+            return await x.fail(502, "Bad Gateway", exc, key.key)
         except CacheError as exc:
-            return await self._fail(send, out, 503, "Service Unavailable", exc, key)
+            return await x.fail(503, "Service Unavailable", exc, key.key)
         if found.meta is None:
-            out.status = 404
-            out.sent = await send_text(send, 404, "Not Found", cors)
-            return None
+            return await x.respond_text(404, "Not Found")
         if isinstance(found, Fill) and found.oversized:
-            return await self._send_direct(found, key, method, headers, cors, send, out)
+            return await send_direct(x, found, self.readthrough.origin, self.ttl)
         if isinstance(found, Fill) and (
-            status != 200 or b"range" in headers or self._wants_variant(found, headers)
+            status != 200 or b"range" in x.headers or self._wants_variant(found, x.headers)
         ):
             # A body still arriving: stream all of it, or wait for it if a range is asked.
             try:
                 found = await _wait_for(found)
             except OriginError as exc:
-                return await self._fail(send, out, 502, "Bad Gateway", exc, key)
+                return await x.fail(502, "Bad Gateway", exc, key.key)
         if status != 200:
-            return await self._send_error_document(found, status, method, cors, send, out)
+            assert isinstance(found, Entry)
+            return await self._send_error_document(x, found, status)
         if isinstance(found, Fill) and found.entry is None:
-            return await self._send_fill(found, method, headers, cors, send, out)
+            return await self._send_fill(x, found)
         entry = found.entry if isinstance(found, Fill) else found
         assert entry is not None
         try:
-            return await self._send_entry(entry, method, headers, cors, send, out, now)
+            return await self._send_entry(x, entry)
         except BodyGone:
             if retried:
-                return await self._fail(send, out, 503, "Service Unavailable", None, key)
+                return await x.fail(503, "Service Unavailable", None, key.key)
         # The cached body vanished before we started answering: forget it, fetch it again.
         self.readthrough.cache.discard(entry.key)
-        return await self._serve(key, method, headers, cors, send, out, scope, retried=True)
+        return await self._serve(x, key, retried=True)
 
-    async def _find(self, key: str, now: float, out: Outcome_) -> Entry | Fill:
-        """The cached entry, or the fill that fetches it (raises the origin's errors)."""
+    async def _redirect(self, x: Exchange, location: bytes) -> None:
+        return await x.respond_empty(
+            301, [(b"location", location), (b"content-length", b"0"), *x.cors]
+        )
+
+    async def _find(self, key: str, x: Exchange | None) -> Entry | Fill:
+        """The cached entry, or the fill that fetches it (raises the origin's errors). What
+        happened goes to ``x``'s account (``None``: a probe that counts for nothing)."""
+        now = x.now if x is not None else time.time()
         found = self.readthrough.lookup(key, now)
         if found is not None:
-            if out.cache == "-":
-                out.cache = "hit"
+            if x is not None and x.cache == "-":
+                x.cache = "hit"
             return found
-        out.cache = "miss"
         leader = not self.readthrough.in_flight(key)
         fetched = await self.readthrough.fetch(key)
+        if x is None:
+            return fetched.entry if isinstance(fetched, Fill) and fetched.entry else fetched
+        x.cache = "miss"
         if isinstance(fetched, Entry) and fetched.meta is not None:
             # An entry, not a fill: S3 answered 304 (the copy was refreshed), or S3 failed
             # and the expired copy stands in (stale-if-error).
-            out.cache = "revalidated" if fetched.stored_at >= now else "stale"
+            x.cache = "revalidated" if fetched.stored_at >= now else "stale"
             return fetched
         if leader and fetched.meta is not None:
-            out.origin_bytes += fetched.meta.size
+            x.origin_bytes += fetched.meta.size
         if isinstance(fetched, Fill) and fetched.entry is not None:
             return fetched.entry
         return fetched
 
-    async def _fallback(
-        self, key: Key, scope: dict[str, Any], now: float, out: Outcome_
-    ) -> bytes | tuple[Entry | Fill, int] | None:
+    async def _fallback(self, key: Key, x: Exchange) -> bytes | tuple[Entry | Fill, int] | None:
         """For a missing key, in order: a redirect to the folder (``/docs`` -> ``/docs/``),
         the SPA's index (200), the error document (404); ``None`` for a plain 404."""
-        redirect_to = await self._folder_redirect(key, scope, now)
+        redirect_to = await self._folder_redirect(key, x)
         if redirect_to is not None:
             return redirect_to
         config = self.config
         if config.spa and not has_extension(key.key):
-            index = await self._find(config.prefix + config.index_document, now, out)
+            index = await self._find(config.prefix + config.index_document, x)
             if index.meta is not None:
                 return index, 200
         if config.error_document is not None:
-            page = await self._find(config.prefix + config.error_document, now, out)
+            page = await self._find(config.prefix + config.error_document, x)
             if page.meta is not None:
                 return page, 404
         return None
 
-    async def _folder_redirect(self, key: Key, scope: dict[str, Any], now: float) -> bytes | None:
+    async def _folder_redirect(self, key: Key, x: Exchange) -> bytes | None:
         # Only extension-less names look like folders: a 404 for "style.css" should not cost
         # a second S3 request for "style.css/index.html".
         if not self.config.redirect_folders or key.index or has_extension(key.key):
@@ -342,17 +249,14 @@ class Site:
         index_key = folder_index(key.key, self.config.index_document)
         if index_key is None:
             return None
-        index = await self._find(index_key, now, Outcome_(cache="-"))
+        index = await self._find(index_key, None)
         if index.meta is None:
             return None
-        return trailing_slash_location(scope["raw_path"], scope["query_string"])
+        return trailing_slash_location(x.scope["raw_path"], x.scope["query_string"])
 
-    async def _send_error_document(
-        self, page: Entry | Fill, status: int, method: str, cors: Headers, send: Any, out: Outcome_
-    ) -> None:
+    async def _send_error_document(self, x: Exchange, page: Entry, status: int) -> None:
         """The error page's body with ``status``: no validators, no ranges (it describes the
         error, not the object asked for)."""
-        assert isinstance(page, Entry)
         meta = page.meta
         assert meta is not None
         ctype = content_type(page.key, meta).encode("latin-1")
@@ -360,119 +264,62 @@ class Site:
             (b"content-type", ctype),
             (b"content-length", str(meta.size).encode()),
             (b"cache-control", b"no-cache"),
-            *cors,
+            *x.cors,
         ]
-        out.status, out.mime = status, ctype
-        if method == "HEAD":
-            return await send_empty(send, status, headers)
+        x.mime = ctype
+        if x.method == "HEAD":
+            return await x.respond_empty(status, headers)
         source = await self._open_body(page)
-        out.sent = await send_stream(send, status, headers, body_chunks(source, 0, meta.size))
-        return None
+        return await x.respond_stream(status, headers, body_chunks(source, 0, meta.size))
 
-    async def _send_fill(
-        self,
-        fill: Fill,
-        method: str,
-        headers: dict[bytes, bytes],
-        cors: Headers,
-        send: Any,
-        out: Outcome_,
-    ) -> None:
-        assert fill.meta is not None
-        entry = Entry(fill.key, fill.meta, time.time(), time.time() + self.ttl)
-        rep = representation_headers(entry, self.ttl, self.compress)
-        out.mime = rep[0][1]
-        decided = self._preconditions(entry, method, headers, rep, cors)
-        if decided is not None:
-            out.status = decided[0]
-            return await send_empty(send, decided[0], decided[1])
-        length = [(b"content-length", str(fill.meta.size).encode())]
-        if method == "HEAD":
-            return await send_empty(send, 200, [*rep, *length, *cors])
-        out.sent = await send_stream(send, 200, [*rep, *length, *cors], fill.body())
-        return None
-
-    def _preconditions(
-        self,
-        entry: Entry,
-        method: str,
-        headers: dict[bytes, bytes],
-        rep: Headers,
-        cors: Headers,
-        etag: str | None = None,
-    ) -> tuple[int, Headers] | None:
-        """(status, headers) of a 304 or 412, or ``None`` to go on (RFC 9110 §13.2.2)."""
-        if not any(name in headers for name in _CONDITIONAL):
-            return None
-        meta = entry.meta
+    async def _send_fill(self, x: Exchange, fill: Fill) -> None:
+        """A body still arriving from S3, streamed as it comes (whole, identity)."""
+        meta = fill.meta
         assert meta is not None
-        outcome = evaluate_preconditions(
-            method,
-            etag or meta.etag,
-            meta.last_modified,
-            if_match=_text(headers.get(b"if-match")),
-            if_none_match=_text(headers.get(b"if-none-match")),
-            if_modified_since=_text(headers.get(b"if-modified-since")),
-            if_unmodified_since=_text(headers.get(b"if-unmodified-since")),
+        rep = representation_headers(
+            Entry(fill.key, meta, x.now, x.now + self.ttl), self.ttl, self.compress
         )
-        if outcome is Outcome.NOT_MODIFIED:
-            return 304, [h for h in rep if h[0] in _VALIDATOR_HEADERS] + cors
-        if outcome is Outcome.PRECONDITION_FAILED:
-            return 412, [(b"content-length", b"0"), *cors]
-        return None
+        x.mime = rep[0][1]
+        decided = x.preconditions(meta, rep)
+        if decided is not None:
+            return await x.respond_empty(*decided)
+        full = [*rep, (b"content-length", str(meta.size).encode()), *x.cors]
+        if x.method == "HEAD":
+            return await x.respond_empty(200, full)
+        return await x.respond_stream(200, full, fill.body())
 
-    async def _send_entry(
-        self,
-        entry: Entry,
-        method: str,
-        headers: dict[bytes, bytes],
-        cors: Headers,
-        send: Any,
-        out: Outcome_,
-        now: float,
-    ) -> None:
+    async def _send_entry(self, x: Exchange, entry: Entry) -> None:
+        """A cached object: preconditions, then a compressed variant, a range or all of it."""
         meta = entry.meta
         assert meta is not None
         rep = representation_headers(entry, self.ttl, self.compress)
-        out.mime = rep[0][1]
+        x.mime = rep[0][1]
+        headers = x.headers
         accept = headers.get(b"accept-encoding")
         if accept is not None and b"range" not in headers and _VARY_ENCODING in rep:
             coding = self._negotiate(accept)
             if coding is not None:
-                return await self._send_variant(
-                    entry, coding, method, headers, cors, send, out, now
-                )
-        decided = self._preconditions(entry, method, headers, rep, cors)
+                return await self._send_variant(x, entry, coding)
+        decided = x.preconditions(meta, rep)
         if decided is not None:
-            out.status = decided[0]
-            return await send_empty(send, decided[0], decided[1])
-        age = [(b"age", str(max(0, int(now - entry.stored_at))).encode())]
+            return await x.respond_empty(*decided)
+        age = [(b"age", str(max(0, int(x.now - entry.stored_at))).encode())]
         range_header = headers.get(b"range")
-        if range_header is not None and method == "GET":
-            if_range = _text(headers.get(b"if-range"))
-            if if_range_allows(if_range, meta.etag, meta.last_modified):
+        if range_header is not None and x.method == "GET":
+            if if_range_allows(text(headers.get(b"if-range")), meta.etag, meta.last_modified):
                 decision = parse_range(range_header.decode("latin-1"), meta.size)
                 if decision.kind is RangeKind.UNSATISFIABLE:
-                    out.status = 416
                     unsatisfied = [(b"content-range", f"bytes */{meta.size}".encode())]
-                    out.sent = await send_text(send, 416, "Range Not Satisfiable", unsatisfied)
-                    return None
+                    return await x.respond_text(416, "Range Not Satisfiable", unsatisfied)
                 if decision.kind is RangeKind.SATISFIABLE:
-                    out.status = 206
-                    out.sent = await self._send_ranges(
-                        entry, decision.ranges, rep, age + cors, send
-                    )
-                    return None
-        full = rep + [(b"content-length", str(meta.size).encode())] + age + cors
-        if method == "HEAD":
-            return await send_empty(send, 200, full)
+                    return await self._send_ranges(x, entry, decision.ranges, rep + age)
+        full = rep + [(b"content-length", str(meta.size).encode())] + age + x.cors
+        if x.method == "HEAD":
+            return await x.respond_empty(200, full)
         source = await self._open_body(entry)
         if type(source) is bytes:
-            await send_body(send, 200, full, source)
-            out.sent = len(source)
-            return None
-        out.sent = await send_stream(send, 200, full, body_chunks(source, 0, meta.size))
-        return None
+            return await x.respond_body(200, full, source)
+        return await x.respond_stream(200, full, body_chunks(source, 0, meta.size))
 
     def _wants_variant(self, fill: Fill, headers: dict[bytes, bytes]) -> bool:
         """Whether a body still arriving will be sent compressed (so wait for all of it)."""
@@ -491,137 +338,36 @@ class Site:
                 self._codings[accept_encoding] = coding
         return coding
 
-    async def _send_variant(
-        self,
-        entry: Entry,
-        coding: str,
-        method: str,
-        headers: dict[bytes, bytes],
-        cors: Headers,
-        send: Any,
-        out: Outcome_,
-        now: float,
-    ) -> None:
+    async def _send_variant(self, x: Exchange, entry: Entry, coding: str) -> None:
         """The compressed variant: its own ETag for preconditions, made once and cached."""
         meta = entry.meta
         assert meta is not None
         rep = representation_headers(entry, self.ttl, True, coding)
-        etag = variant_etag(meta.etag, coding)
-        decided = self._preconditions(entry, method, headers, rep, cors, etag)
-        if decided is None and b"if-none-match" in headers:
+        decided = x.preconditions(meta, rep, variant_etag(meta.etag, coding))
+        if decided is None and b"if-none-match" in x.headers:
             # The client holds another coding of the same version (its first answer may have
             # been the identity body): still valid, so 304 with that representation's headers.
-            identity = representation_headers(entry, self.ttl, True)
-            alternative = self._preconditions(entry, method, headers, identity, cors)
+            alternative = x.preconditions(meta, representation_headers(entry, self.ttl, True))
             if alternative is not None and alternative[0] == 304:
                 decided = alternative
         if decided is not None:
-            out.status = decided[0]
-            return await send_empty(send, decided[0], decided[1])
+            return await x.respond_empty(*decided)
         variants = entry.variants
         body = variants.get(coding) if variants is not None else None
         if body is None:
+            cache = self.readthrough.cache
             try:
-                body = await asyncio.to_thread(
-                    self.readthrough.cache.variant, entry, coding, partial(compress, coding=coding)
-                )
+                make = partial(compress, coding=coding)
+                body = await asyncio.to_thread(cache.variant, entry, coding, make)
             except (OSError, CacheError):
                 raise BodyGone(entry.key) from None
-            self.readthrough.cache.keep_variant(entry, coding, body)
-        age = [(b"age", str(max(0, int(now - entry.stored_at))).encode())]
-        full = rep + [(b"content-length", str(len(body)).encode())] + age + cors
-        out.compressed = True
-        if method == "HEAD":
-            return await send_empty(send, 200, full)
-        await send_body(send, 200, full, body)
-        out.sent = len(body)
-        return None
-
-    async def _send_direct(
-        self,
-        fill: Fill,
-        key: Key,
-        method: str,
-        headers: dict[bytes, bytes],
-        cors: Headers,
-        send: Any,
-        out: Outcome_,
-    ) -> None:
-        """An object over ``--cache-max-object-size``: streamed from S3 as it arrives, never
-        stored, in bounded memory. A single range is asked of S3 itself."""
-        obj = fill.claim()
-        try:
-            meta = fill.meta
-            assert meta is not None
-            entry = Entry(fill.key, meta, time.time(), time.time() + self.ttl)
-            rep = representation_headers(entry, self.ttl)
-            out.mime, out.cache = rep[0][1], "pass"
-            decided = self._preconditions(entry, method, headers, rep, cors)
-            if decided is not None:
-                out.status = decided[0]
-                return await send_empty(send, decided[0], decided[1])
-            if method == "HEAD":
-                length = (b"content-length", str(meta.size).encode())
-                return await send_empty(send, 200, [*rep, length, *cors])
-            wanted = self._single_range(meta, headers)
-            if isinstance(wanted, int):  # 416
-                out.status = 416
-                unsatisfied = [(b"content-range", f"bytes */{meta.size}".encode())]
-                out.sent = await send_text(send, 416, "Range Not Satisfiable", unsatisfied)
-                return None
-            if obj is None or wanted is not None:
-                if obj is not None:
-                    obj.close()
-                try:
-                    # If-Match: the bytes must come from the version the headers describe.
-                    obj = await self._direct_get(fill.key, wanted, meta.etag)
-                except ObjectChanged:
-                    # Replaced in between: the whole current object, with its own headers.
-                    obj, wanted = await self._direct_get(fill.key, None, None), None
-                    entry = Entry(fill.key, obj.meta, time.time(), time.time() + self.ttl)
-                    rep = representation_headers(entry, self.ttl)
-            status, extra = 200, [(b"content-length", str(obj.meta.size).encode())]
-            if wanted is not None:
-                status, extra = 206, range_headers(wanted, meta.size)
-            out.origin_bytes += obj.meta.size
-            out.status = status
-            out.sent = await send_stream(send, status, rep + extra + cors, obj.chunks())
-            return None
-        except OriginTimeout as exc:
-            return await self._fail(send, out, 504, "Gateway Timeout", exc, key)
-        except OriginError as exc:
-            if isinstance(exc, OriginBodyError):
-                raise  # the body broke off after the response started: abort the connection
-            return await self._fail(send, out, 502, "Bad Gateway", exc, key)
-        finally:
-            if obj is not None:
-                obj.close()
-
-    def _single_range(
-        self, meta: ObjectMeta, headers: dict[bytes, bytes]
-    ) -> ByteRange | int | None:
-        """The one range to ask S3 for, 416 if unsatisfiable, or ``None`` for the whole body
-        (no Range, If-Range failed, or several ranges: those get a 200 when passing through)."""
-        header = headers.get(b"range")
-        if header is None or not if_range_allows(
-            _text(headers.get(b"if-range")), meta.etag, meta.last_modified
-        ):
-            return None
-        decision = parse_range(header.decode("latin-1"), meta.size)
-        if decision.kind is RangeKind.UNSATISFIABLE:
-            return 416
-        if decision.kind is RangeKind.SATISFIABLE and len(decision.ranges) == 1:
-            return decision.ranges[0]
-        return None
-
-    async def _direct_get(
-        self, key: str, wanted: ByteRange | None, if_match: str | None
-    ) -> OriginObject:
-        byte_range = f"bytes={wanted.start}-{wanted.end}" if wanted is not None else None
-        result = await self.readthrough.origin.get(key, byte_range=byte_range, if_match=if_match)
-        if not isinstance(result, OriginObject):
-            raise OriginError("unexpected 304 from S3")
-        return result
+            cache.keep_variant(entry, coding, body)
+        age = [(b"age", str(max(0, int(x.now - entry.stored_at))).encode())]
+        full = rep + [(b"content-length", str(len(body)).encode())] + age + x.cors
+        x.compressed = True
+        if x.method == "HEAD":
+            return await x.respond_empty(200, full)
+        return await x.respond_body(200, full, body)
 
     async def _open_body(self, entry: Entry) -> bytes | int:
         """The entry's bytes (memory tier) or an open file descriptor of its body, obtained
@@ -644,22 +390,23 @@ class Site:
             raise BodyGone(entry.key) from None
 
     async def _send_ranges(
-        self, entry: Entry, ranges: tuple[ByteRange, ...], rep: Headers, extra: Headers, send: Any
-    ) -> int:
+        self, x: Exchange, entry: Entry, ranges: tuple[ByteRange, ...], rep: Headers
+    ) -> None:
+        """206: one range, or several as ``multipart/byteranges`` (RFC 9110 §14.6)."""
         meta = entry.meta
         assert meta is not None
         source = await self._open_body(entry)
         if len(ranges) == 1:
             (r,) = ranges
-            headers = rep + range_headers(r, meta.size) + extra
-            return await send_stream(send, 206, headers, body_chunks(source, r.start, r.length))
+            headers = rep + range_headers(r, meta.size) + x.cors
+            return await x.respond_stream(206, headers, body_chunks(source, r.start, r.length))
         boundary = os.urandom(12).hex()
         ctype = content_type(entry.key, meta)
         parts, total = multipart_parts(ranges, meta.size, ctype, boundary)
         headers = [h for h in rep if h[0] != b"content-type"] + [
             (b"content-type", f"multipart/byteranges; boundary={boundary}".encode()),
             (b"content-length", str(total).encode()),
-            *extra,
+            *x.cors,
         ]
 
         async def body() -> AsyncIterator[bytes]:
@@ -673,14 +420,7 @@ class Site:
                 if type(source) is int:
                     os.close(source)
 
-        return await send_stream(send, 206, headers, body())
-
-    async def _fail(
-        self, send: Any, out: Outcome_, status: int, message: str, exc: Exception | None, key: Key
-    ) -> None:
-        _logger.warning("request_failed", key=key.key, status=status, error=str(exc))
-        out.status = status
-        out.sent = await send_text(send, status, message)
+        return await x.respond_stream(206, headers, body())
 
 
 async def _wait_for(fill: Fill) -> Entry:
@@ -690,7 +430,3 @@ async def _wait_for(fill: Fill) -> Entry:
     if fill.entry is None:  # fetched and verified, but not stored (e.g. a full disk)
         raise OriginBodyError(f"the body of {fill.key!r} could not be kept")
     return fill.entry
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("latin-1")

@@ -1,0 +1,140 @@
+"""One request being answered: what the handlers read from it, and what they learn while
+answering (status, bytes sent, cache outcome) for the access log and the metrics record.
+
+The ``respond_*`` methods render through :mod:`s3proxy.responses` and keep that account, so
+no handler can send a response without the log line knowing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from s3proxy import logging as log
+from s3proxy.conditional import Outcome, evaluate_preconditions
+from s3proxy.meta import ObjectMeta
+from s3proxy.responses import Headers, send_body, send_empty, send_stream, send_text
+
+_WANTED = frozenset(
+    {
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+        b"range",
+        b"if-range",
+        b"origin",
+        b"x-real-ip",
+        b"x-forwarded-for",
+        b"access-control-request-headers",
+        b"accept-encoding",
+    }
+)
+_CONDITIONAL = (b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since")
+# What a 304 repeats of the 200 it stands for (RFC 9110 §15.4.5).
+_VALIDATOR_HEADERS = frozenset(
+    {b"etag", b"last-modified", b"expires", b"cache-control", b"vary", b"content-encoding"}
+)
+
+_logger = log.get_logger("s3proxy.site")
+
+
+def pick_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The request headers the endpoint reads; repeated ones joined with ``, `` (RFC 9110
+    §5.3)."""
+    picked: dict[bytes, bytes] = {}
+    for name, value in raw:
+        if name in _WANTED:
+            previous = picked.get(name)
+            picked[name] = value if previous is None else previous + b", " + value
+    return picked
+
+
+def text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+class Cors:
+    """``ALLOWED_ORIGINS``: an origin is allowed if listed, or if the list holds ``*``."""
+
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self.enabled = bool(origins)
+        self.any = "*" in origins
+        self.origins = frozenset(o.encode() for o in origins)
+
+    def headers(self, origin: bytes | None) -> Headers:
+        if not self.enabled:
+            return []
+        if origin and (self.any or origin.lower() in self.origins):
+            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
+        return [(b"vary", b"Origin")]
+
+
+@dataclass(slots=True, eq=False)
+class Exchange:
+    """A request (``scope``, its picked ``headers``) and the account of its answer."""
+
+    scope: dict[str, Any]
+    send: Any
+    headers: dict[bytes, bytes]
+    method: str
+    cors: Headers = field(default_factory=list)
+    now: float = 0.0
+    status: int = 200
+    sent: int = 0
+    cache: str = "-"
+    mime: bytes = b""
+    compressed: bool = False
+    origin_bytes: int = 0
+
+    async def respond_empty(self, status: int, headers: Headers) -> None:
+        self.status = status
+        await send_empty(self.send, status, headers)
+
+    async def respond_text(self, status: int, message: str, headers: Headers | None = None) -> None:
+        """Our own short plain-text answer (never S3's XML), with the CORS headers."""
+        self.status = status
+        self.sent = await send_text(self.send, status, message, [*(headers or ()), *self.cors])
+
+    async def respond_body(self, status: int, headers: Headers, body: bytes) -> None:
+        self.status = status
+        await send_body(self.send, status, headers, body)
+        self.sent = len(body)
+
+    async def respond_stream(
+        self, status: int, headers: Headers, chunks: AsyncIterator[bytes]
+    ) -> None:
+        """Stream ``chunks``; if they fail part way the exception propagates and the server
+        aborts the connection (see :func:`s3proxy.responses.send_stream`)."""
+        self.status = status
+        self.sent = await send_stream(self.send, status, headers, chunks)
+
+    async def fail(self, status: int, message: str, exc: Exception | None, key: str) -> None:
+        """S3 or the cache failed before the response started: log why, answer ``status``."""
+        _logger.warning("request_failed", key=key, status=status, error=str(exc))
+        await self.respond_text(status, message)
+
+    def preconditions(
+        self, meta: ObjectMeta, rep: Headers, etag: str | None = None
+    ) -> tuple[int, Headers] | None:
+        """(status, headers) of a 304 or 412 for this request against an object described by
+        ``meta`` and its representation headers ``rep`` (``etag`` overrides its ETag, for a
+        compressed variant), or ``None`` to go on (RFC 9110 §13.2.2)."""
+        headers = self.headers
+        if not any(name in headers for name in _CONDITIONAL):
+            return None
+        outcome = evaluate_preconditions(
+            self.method,
+            etag or meta.etag,
+            meta.last_modified,
+            if_match=text(headers.get(b"if-match")),
+            if_none_match=text(headers.get(b"if-none-match")),
+            if_modified_since=text(headers.get(b"if-modified-since")),
+            if_unmodified_since=text(headers.get(b"if-unmodified-since")),
+        )
+        if outcome is Outcome.NOT_MODIFIED:
+            return 304, [h for h in rep if h[0] in _VALIDATOR_HEADERS] + self.cors
+        if outcome is Outcome.PRECONDITION_FAILED:
+            return 412, [(b"content-length", b"0"), *self.cors]
+        return None
