@@ -25,7 +25,12 @@ class ConfigError(S3ProxyError):
 
 
 class OriginError(S3ProxyError):
-    """S3 failed to answer usefully (5xx, refused connection, unexpected status)."""
+    """S3 failed to answer usefully (5xx, refused connection, unexpected status).
+    ``status`` is S3's HTTP status when it answered one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class ObjectNotFound(OriginError):

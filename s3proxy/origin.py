@@ -62,7 +62,7 @@ def _translate_errors(key: str) -> Iterator[None]:
         # Without s3:ListBucket, S3 answers 403 for a key that does not exist.
         if code in ("NoSuchKey", "404", "NotFound", "AccessDenied", "403") or status in (404, 403):
             raise ObjectNotFound(key) from None
-        raise OriginError(f"S3 answered {status or code} ({code})") from None
+        raise OriginError(f"S3 answered {status or code} ({code})", status) from None
     except (ConnectTimeoutError, ReadTimeoutError, TimeoutError) as exc:
         raise OriginTimeout(f"S3 timed out: {type(exc).__name__}") from None
     except (EndpointConnectionError, aiohttp.ClientError) as exc:
@@ -219,9 +219,9 @@ class Origin:
                 client = self._client if retry else self._fast_client
                 response = await client.get_object(**params)
         except OriginError as exc:
-            if if_none_match and "304" in str(exc):
+            if if_none_match and exc.status == 304:
                 return NOT_MODIFIED
-            if if_match and "412" in str(exc):
+            if if_match and exc.status == 412:
                 raise ObjectChanged(key) from None
             raise
         verify = _md5_verifiable(response) and not byte_range

@@ -88,3 +88,12 @@ def proxy(start_proxy: Callable[..., ProxyServer]) -> ProxyServer:
 def http(proxy: ProxyServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=proxy.url, timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sinks reconnect after 50 ms instead of 0.5 s, so outages are short to test."""
+    from s3proxy.sinks import base
+
+    monkeypatch.setattr(base, "BACKOFF_FIRST", 0.05)
+    monkeypatch.setattr(base, "BACKOFF_MAX", 0.2)

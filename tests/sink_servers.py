@@ -39,14 +39,14 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "
         time.sleep(0.02)
 
 
-async def eventually(condition: Callable[[], bool], what: str = "") -> None:
-    """:func:`wait_for` for coroutines (10 s): polls without blocking the event loop (the
-    condition is usually about another thread's server, which no event can signal here)."""
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or condition}")
+async def eventually(condition: Callable[[], bool], what: str = "", limit: float = 10.0) -> None:
+    """:func:`wait_for` for coroutines: polls without blocking the event loop (the condition
+    is usually about another thread's server, which no event can signal here)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        await asyncio.sleep(0.01)
 
 
 class ThreadedServer:

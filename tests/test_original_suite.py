@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from tests.servers import KEY_ID, REGION, SECRET, S3Server, free_port
+from tests.sink_servers import wait_for
 
 AUTH_KEY = "abc123"
 ALLOWED_ORIGIN = "http://127.0.0.1:8080"
@@ -308,6 +309,23 @@ def test_forwarded_for_load(http: httpx.Client, log_dir: Path) -> None:
         time.sleep(0.1)
     assert [r["client_ip"] for r in logged] == ips
     assert {r["status"] for r in logged} == {200}
+
+
+def test_no_secret_in_the_logs(http: httpx.Client, log_dir: Path) -> None:
+    """The startup line shows the settings with the AWS secret and the auth key redacted, and
+    a clear with the bearer token leaves no trace of it either (not even in the request line)."""
+    http.get("/_proxy/_private/_cache/clear", headers={"authorization": f"Bearer {AUTH_KEY}"})
+    http.get("/")
+
+    def logged() -> str:
+        return "".join(path.read_text() for path in sorted(log_dir.glob("s3proxy-*.log")))
+
+    wait_for(lambda: '"starting"' in logged() and '"cache_cleared"' in logged(), what="logs")
+    text = logged()
+    assert SECRET not in text and AUTH_KEY not in text
+    starting = next(json.loads(line) for line in text.splitlines() if '"starting"' in line)
+    assert starting["secret"] == starting["auth_key"] == "[redacted]"
+    assert starting["bucket"]  # the rest of the settings is there
 
 
 def test_concurrent_gets(proxy: ProxyProcess, s3: S3Server, bucket: str) -> None:

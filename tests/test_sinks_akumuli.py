@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from s3proxy.record import RequestRecord
-from s3proxy.sinks import base
 from s3proxy.sinks.akumuli import MAX_SERIES_NAME, AkumuliSink
 from s3proxy.sinks.base import Sinks
 from tests.servers import ProxyServer
@@ -27,11 +26,7 @@ def akumuli() -> Iterator[AkumuliServer]:
         yield server
 
 
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reconnect after 50 ms instead of 0.5 s, so outages are short to test."""
-    monkeypatch.setattr(base, "BACKOFF_FIRST", 0.05)
-    monkeypatch.setattr(base, "BACKOFF_MAX", 0.2)
+pytestmark = pytest.mark.usefixtures("quick_backoff")
 
 
 def record(**overrides: Any) -> RequestRecord:

@@ -33,6 +33,7 @@ from s3proxy.sinks.mongo import MongoSink
 from tests.geo_servers import OKLAHOMA_LOCATION, MmdbWsServer, build_mmdb
 from tests.mongo_server import MongoServer
 from tests.servers import ProxyServer, free_port
+from tests.sink_servers import eventually
 
 OKLAHOMA, LONDON, TOKYO, UNKNOWN = "184.105.163.155", "81.2.69.142", "2001:218::7", "8.8.8.8"
 
@@ -85,16 +86,6 @@ def record(ip: str) -> RequestRecord:
     )
 
 
-async def until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
-    """Poll ``predicate`` every 10 ms until it holds (it watches another thread or task);
-    fail after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {limit} s")
-        await asyncio.sleep(0.01)
-
-
 @contextlib.asynccontextmanager
 async def started(sinks: Sinks) -> AsyncIterator[Sinks]:
     await sinks.start()
@@ -110,7 +101,7 @@ async def through(enricher: Enricher, ips: list[str], limit: float = 10.0) -> li
     async with started(Sinks([sink], enricher=enricher)) as sinks:
         for ip in ips:
             sinks.emit(record(ip))
-        await until(lambda: len(sink.records) == len(ips), limit)
+        await eventually(lambda: len(sink.records) == len(ips), limit=limit)
     return sink.records
 
 
@@ -220,7 +211,7 @@ def test_records_reach_mongo_with_location(mmdb_ws: MmdbWsServer, mongo: MongoSe
         async with started(Sinks([sink], enricher=enricher)) as sinks:
             for ip in (OKLAHOMA, "172.16.5.4", LONDON):
                 sinks.emit(record(ip))
-            await until(lambda: sinks.runners[0].sent == 3)
+            await eventually(lambda: sinks.runners[0].sent == 3)
 
     asyncio.run(scenario())
     docs = {d["ipaddress"]: d for d in mongo.docs("metrics.request")}
@@ -263,7 +254,7 @@ def test_a_cancelled_lookup_does_not_answer_the_next_one(mmdb_ws: MmdbWsServer) 
     async def scenario() -> RequestRecord:
         enricher = MmdbWsEnricher("127.0.0.1", mmdb_ws.port, timeout=2)
         lookup = asyncio.create_task(enricher.enrich(record(OKLAHOMA)))
-        await until(lambda: mmdb_ws.queries == [OKLAHOMA])
+        await eventually(lambda: mmdb_ws.queries == [OKLAHOMA])
         lookup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lookup

@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from s3proxy.record import RequestRecord
-from s3proxy.sinks import base
 from s3proxy.sinks.base import Sinks
 from s3proxy.sinks.influx import LineProtocolSink, _write_target
 from tests.servers import ProxyServer
@@ -37,11 +36,7 @@ needs_influxd = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reconnect after 50 ms instead of 0.5 s, so outages are short to test."""
-    monkeypatch.setattr(base, "BACKOFF_FIRST", 0.05)
-    monkeypatch.setattr(base, "BACKOFF_MAX", 0.2)
+pytestmark = pytest.mark.usefixtures("quick_backoff")
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import gc
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import bson
@@ -38,6 +38,7 @@ from tests.mongo_server import (
     message,
 )
 from tests.servers import free_port
+from tests.sink_servers import eventually
 
 NAMESPACE = "metrics.request"
 T = TypeVar("T")
@@ -93,16 +94,6 @@ async def started(sinks: Sinks) -> AsyncIterator[Sinks]:
         await sinks.close()
 
 
-async def until(predicate: Callable[[], bool], limit: float = 10.0) -> None:
-    """Poll ``predicate`` every 10 ms until it holds (it watches another thread or task);
-    fail after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {limit} s")
-        await asyncio.sleep(0.01)
-
-
 def test_supports_the_installed_pymongo() -> None:
     """The fake server's wire versions are within what the installed PyMongo accepts."""
     from pymongo import common
@@ -117,7 +108,7 @@ def test_document_has_the_original_fields_and_types(mongo: MongoServer) -> None:
     async def scenario() -> None:
         async with started(Sinks([MongoSink(mongo.uri, "metrics", "request")])) as sinks:
             sinks.emit(record())
-            await until(lambda: sinks.runners[0].sent == 1)
+            await eventually(lambda: sinks.runners[0].sent == 1)
 
     asyncio.run(scenario())
     [doc] = mongo.docs(NAMESPACE)
@@ -168,7 +159,7 @@ def test_refused_indexes_do_not_stop_writes(mongo: MongoServer) -> None:
     async def scenario() -> None:
         async with started(Sinks([MongoSink(mongo.uri, "metrics", "request")])) as sinks:
             sinks.emit(record())
-            await until(lambda: sinks.runners[0].sent == 1)
+            await eventually(lambda: sinks.runners[0].sent == 1)
             assert sinks.runners[0].failures == 0
 
     asyncio.run(scenario())
@@ -184,7 +175,7 @@ def test_records_are_inserted_in_batches_as_document_sequences(mongo: MongoServe
         async with started(Sinks([MongoSink(mongo.uri, "metrics", "request")])) as sinks:
             for i in range(count):
                 sinks.emit(record(resource=f"/{i}"))
-            await until(lambda: sinks.runners[0].sent == count)
+            await eventually(lambda: sinks.runners[0].sent == count)
             assert sinks.stats()["mongo"] == {
                 "queued": 0,
                 "sent": count,
@@ -208,18 +199,18 @@ def test_a_killed_server_costs_counted_drops_and_is_reconnected(mongo: MongoServ
             runner = sinks.runners[0]
             for _ in range(10):
                 sinks.emit(record(resource="/before"))
-            await until(lambda: runner.sent == 10)
+            await eventually(lambda: runner.sent == 10)
 
             await asyncio.to_thread(mongo.stop)
             for _ in range(5):
                 sinks.emit(record(resource="/down"))
-            await until(lambda: runner.failures >= 1)
+            await eventually(lambda: runner.failures >= 1)
             assert runner.dropped == 5
 
             await asyncio.to_thread(mongo.start)
             for _ in range(10):
                 sinks.emit(record(resource="/after"))
-            await until(lambda: runner.sent == 20, limit=15)
+            await eventually(lambda: runner.sent == 20, limit=15)
             assert runner.dropped == 5
 
     run(scenario())
