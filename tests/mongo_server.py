@@ -144,6 +144,10 @@ class MongoServer:
         self.sequences: list[str] = []
         #: Command name -> the error reply to give it instead of running it.
         self.refuse: dict[str, dict[str, Any]] = {}
+        #: Each insert refuses this many of its first documents, as write errors.
+        self.refuse_documents = 0
+        #: Each insert's ``ordered`` option, in order.
+        self.ordered: list[bool] = []
         self.protocol_errors: list[str] = []
         self.connections = 0
         self._ids = itertools.count(1)
@@ -290,7 +294,20 @@ class MongoServer:
         }
 
     def _insert(self, db: str, command: dict[str, Any]) -> dict[str, Any]:
-        documents = command.get("documents", [])
+        # As mongod does, a document without an _id gets one, first.
+        documents = [
+            d if "_id" in d else {"_id": bson.ObjectId(), **d} for d in command.get("documents", [])
+        ]
+        self.ordered.append(command.get("ordered", True))
+        refused = [
+            {"index": i, "code": 11000, "errmsg": "E11000 duplicate key error"}
+            for i in range(min(self.refuse_documents, len(documents)))
+        ]
         with self._lock:
-            self.documents.setdefault(f"{db}.{command['insert']}", []).extend(documents)
-        return {"n": len(documents), "ok": 1.0}
+            self.documents.setdefault(f"{db}.{command['insert']}", []).extend(
+                documents[len(refused) :]
+            )
+        reply: dict[str, Any] = {"n": len(documents) - len(refused), "ok": 1.0}
+        if refused:
+            reply["writeErrors"] = refused
+        return reply

@@ -49,10 +49,27 @@ async def eventually(condition: Callable[[], bool], what: str = "", limit: float
         await asyncio.sleep(0.01)
 
 
-class ThreadedServer:
-    """A TCP server on ``127.0.0.1:<port>`` with its own event loop thread."""
+@dataclass
+class _Arrival:
+    """One connection's bytes in deferred mode, and the reader its decoder will read."""
 
-    def __init__(self) -> None:
+    data: bytearray
+    later: asyncio.StreamReader
+    decoding: asyncio.Task[None] | None = None
+    ended: bool = False
+
+
+class ThreadedServer:
+    """A TCP server on ``127.0.0.1:<port>`` with its own event loop thread.
+
+    ``deferred=True`` (for ``scripts/bench``) only stores what arrives, and decodes it when
+    :meth:`decode_deferred` is called: decoding in Python costs far more CPU than encoding,
+    which the proxy being measured would otherwise lose on a small machine. Answers (error
+    lines) are then late too, so the tests never use it."""
+
+    def __init__(self, deferred: bool = False) -> None:
+        self.deferred = deferred
+        self._arrived: list[_Arrival] = []
         self.port = 0
         self.connections = 0
         self.errors: list[str] = []
@@ -96,6 +113,9 @@ class ThreadedServer:
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+        for arrival in self._arrived:
+            if arrival.decoding is not None:
+                arrival.decoding.cancel()
         # Let the handlers see their connections die and close them.
         await asyncio.gather(*self._handlers, return_exceptions=True)
 
@@ -106,7 +126,10 @@ class ThreadedServer:
         assert task is not None
         self._handlers.add(task)
         try:
-            await self.handle(reader, writer)
+            if self.deferred:
+                await self._store(reader, writer)
+            else:
+                await self.handle(reader, writer)
         except ProtocolViolation as exc:
             with self._lock:
                 self.errors.append(str(exc))
@@ -119,6 +142,45 @@ class ThreadedServer:
             self._writers.discard(writer)
             self._handlers.discard(task)
             writer.close()
+
+    async def _store(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Deferred mode: keep the bytes; :meth:`handle` reads them from another reader,
+        fed by :meth:`decode_deferred`."""
+        arrival = _Arrival(bytearray(), asyncio.StreamReader(limit=1 << 20))
+        arrival.decoding = asyncio.create_task(self._decode(arrival.later, writer))
+        with self._lock:
+            self._arrived.append(arrival)
+        try:
+            while data := await reader.read(1 << 20):
+                with self._lock:
+                    arrival.data += data
+        finally:
+            arrival.ended = True
+
+    async def _decode(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self.handle(reader, writer)
+        except ProtocolViolation as exc:
+            with self._lock:
+                self.errors.append(str(exc))
+
+    def decode_deferred(self, timeout: float = 300.0) -> None:
+        """Hand what arrived so far to the decoders and wait until they have read it all."""
+        asyncio.run_coroutine_threadsafe(self._decode_arrived(), self._loop).result(timeout)
+
+    async def _decode_arrived(self) -> None:
+        with self._lock:
+            arrivals = list(self._arrived)
+            for arrival in arrivals:
+                if arrival.data:
+                    arrival.later.feed_data(bytes(arrival.data))
+                    arrival.data.clear()
+                if arrival.ended:
+                    arrival.later.feed_eof()
+                    self._arrived.remove(arrival)
+        # A decoder reading buffered data never yields, so one turn of the loop lets each
+        # read all it was given (up to an incomplete record, which waits for the rest).
+        await asyncio.sleep(0)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
@@ -156,8 +218,8 @@ class AkumuliServer(ThreadedServer):
 
     MAX_STRING = 1024
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, deferred: bool = False) -> None:
+        super().__init__(deferred)
         self.points: list[AkumuliPoint] = []
         self.fail_next: bytes | None = None
         self._last: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
@@ -353,8 +415,8 @@ class LineProtocolServer(ThreadedServer):
     """A line-protocol TCP listener (QuestDB's port 9009): newline-ended lines, parsed by
     :func:`parse_line`; on a bad line it records the error and hangs up, as QuestDB does."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, deferred: bool = False) -> None:
+        super().__init__(deferred)
         self.points: list[LinePoint] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -8,13 +8,14 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from s3proxy.record import RequestRecord
-from s3proxy.sinks.akumuli import MAX_SERIES_NAME, AkumuliSink
+from s3proxy.sinks.akumuli import MAX_SERIES_NAME, AkumuliSink, iso_time
 from s3proxy.sinks.base import Sinks
 from tests.servers import ProxyServer
 from tests.sink_servers import AkumuliServer, eventually, wait_for
@@ -146,6 +147,53 @@ def test_location_is_the_originals_geojson_event(akumuli: AkumuliServer) -> None
     assert value["value"] == {"type": "Point", "coordinates": [-74.01, 40.71]}
     assert value["metadata"]["timestamp"]["value"].endswith("Z")
     assert event.timestamp == akumuli.points[0].timestamp
+
+
+def test_reused_series_text_follows_each_records_own_fields(akumuli: AkumuliServer) -> None:
+    """Escaped tags and location parts are memoised across records: in one batch, records
+    that share some fields and differ in others (a new location dict for the same address
+    included) each come out with exactly their own tags and event."""
+    here = {"city": "Oslo", "country_iso_code": "NO", "latitude": "59.9", "longitude": "10.7"}
+    there = {**here, "city": "Bergen", "latitude": "60.4"}
+    records = [
+        record(location=here),
+        record(location=there),
+        record(),
+        record(location=here, resource="/a b.html", status=404),
+        record(location=here, mime_type="", ip="::1"),
+        record(location=there, resource="/" + "y" * 3000),
+    ] * 2
+
+    async def scenario() -> None:
+        sinks = Sinks([AkumuliSink("127.0.0.1", akumuli.port, "web")])
+        await sinks.start()
+        for r in records:
+            sinks.emit(r)
+        await eventually(lambda: len(akumuli.points) == 4 * len(records) - 2)
+        await sinks.close()
+
+    run(scenario)
+    assert akumuli.errors == []
+    counters = [p for p in akumuli.points if p.metric == "web.counter"]
+    events = [p for p in akumuli.points if p.metric == "!web.location"]
+    assert [p.tags["status"] for p in counters[:6]] == ["200", "200", "200", "404", "200", "200"]
+    assert counters[3].tags["resource"] == "/a_b.html" and counters[4].tags["ipaddress"] == "::1"
+    assert "mimeType" not in counters[4].tags and len(counters[5].tags["resource"]) < 1000
+    assert [e.tags["city"] for e in events[:5]] == ["Oslo", "Bergen", "Oslo", "Oslo", "Bergen"]
+    coordinates = [json.loads(str(e.value))["value"]["coordinates"] for e in events[:2]]
+    assert coordinates == [[10.7, 59.9], [10.7, 60.4]]
+
+
+@pytest.mark.parametrize(
+    "ns",
+    [0, 999, 1_000_000_000 - 1, 1_700_000_000_123_456_789, 1_795_323_886_999_999_999],
+)
+def test_event_time_is_what_datetime_writes(ns: int) -> None:
+    """The geo:json timestamp, formatted once a second and completed with microseconds, is
+    exactly ``datetime.isoformat`` in UTC with ``Z``, across second boundaries too."""
+    for t in (ns, ns + 1_000, ns + 1_000_000_000):
+        when = datetime.fromtimestamp(t // 1000 / 1_000_000, UTC)
+        assert iso_time(t) == when.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def test_a_burst_of_identical_requests_is_never_a_late_write(akumuli: AkumuliServer) -> None:

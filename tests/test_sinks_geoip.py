@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -96,13 +97,14 @@ async def started(sinks: Sinks) -> AsyncIterator[Sinks]:
 
 
 async def through(enricher: Enricher, ips: list[str], limit: float = 10.0) -> list[RequestRecord]:
-    """Send one record per address through ``Sinks`` with ``enricher``; what came out."""
+    """Send one record per address through ``Sinks`` with ``enricher``; what came out, in
+    the order sent (records waiting for a lookup come out after those that did not)."""
     sink = ListSink()
     async with started(Sinks([sink], enricher=enricher)) as sinks:
-        for ip in ips:
-            sinks.emit(record(ip))
+        for n, ip in enumerate(ips):
+            sinks.emit(replace(record(ip), size=n))
         await eventually(lambda: len(sink.records) == len(ips), limit=limit)
-    return sink.records
+    return sorted(sink.records, key=lambda r: r.size)
 
 
 @pytest.mark.parametrize(
@@ -179,7 +181,8 @@ def test_ws_enricher_locates_public_addresses(mmdb_ws: MmdbWsServer) -> None:
     assert out[5].location == OKLAHOMA_LOCATION
     assert [r.location for r in out if r.ip not in (OKLAHOMA, LONDON, TOKYO)] == [None] * 4
     assert mmdb_ws.queries == [OKLAHOMA, LONDON, UNKNOWN, TOKYO]
-    assert enricher.stats() == {"lookups": 4, "hits": 2, "failures": 0, "cached": 4}
+    # Private and loopback addresses are cached too (as having no location).
+    assert enricher.stats() == {"lookups": 4, "hits": 2, "failures": 0, "cached": 6}
 
 
 def test_file_enricher_gives_the_same_locations(mmdb_path: Path, mmdb_ws: MmdbWsServer) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from s3proxy.record import RequestRecord
 from s3proxy.sinks.base import Sinks
-from s3proxy.sinks.influx import LineProtocolSink, _write_target
+from s3proxy.sinks.influx import LineProtocolSink, _write_target, encode_line
 from tests.servers import ProxyServer
 from tests.sink_servers import (
     INFLUXD,
@@ -143,6 +143,31 @@ def test_location_is_tags_and_float_coordinates(listener: LineProtocolServer) ->
     assert located.tags["continent"] == "South America"
     assert located.fields["latitude"] == -23.5 and located.fields["longitude"] == -46.6
     assert "latitude" not in unlocated.fields and "city" not in unlocated.tags
+
+
+def test_reused_series_text_follows_each_records_own_fields(
+    listener: LineProtocolServer,
+) -> None:
+    """Escaped tags and location parts are memoised across records: in one batch, records
+    that share some fields and differ in others (a new location dict for the same address
+    included) each come out with exactly their own tags, as encoding them alone gives."""
+    elsewhere = {**LOCATION, "city": "Rio de Janeiro", "latitude": -22.9}
+    records = [
+        record(location=LOCATION),
+        record(location=elsewhere),
+        record(),
+        record(location=LOCATION, resource="/b c.html?q=1", status=404),
+        record(location=LOCATION, cache="miss", mime_type=""),
+        record(location=elsewhere, ip="2001:db8::1", method="HEAD"),
+    ] * 2
+    sink = LineProtocolSink("127.0.0.1", listener.port, "request")
+    asyncio.run(deliver(sink, records, lambda: len(listener.points) == len(records)))
+    assert [parse_line(encode_line("request", r)[:-1]) for r in records] == listener.points
+    cities = [p.tags.get("city") for p in listener.points[:6]]
+    sao, rio = "São Paulo", "Rio de Janeiro"
+    assert cities == [sao, rio, None, sao, sao, rio]
+    assert listener.points[3].tags["resource"] == "/b c.html"
+    assert "mimeType" not in listener.points[4].tags
 
 
 def test_a_killed_listener_costs_records_but_never_an_exception(

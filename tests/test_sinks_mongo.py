@@ -167,8 +167,8 @@ def test_refused_indexes_do_not_stop_writes(mongo: MongoServer) -> None:
     assert len(mongo.docs(NAMESPACE)) == 1
 
 
-def test_records_are_inserted_in_batches_as_document_sequences(mongo: MongoServer) -> None:
-    """A burst is written with one unordered insert per batch, documents in a kind-1 section."""
+def test_records_are_inserted_in_batches_of_unordered_inserts(mongo: MongoServer) -> None:
+    """A burst is written with one unordered insert command per batch."""
     count = 2 * BATCH + 7
 
     async def scenario() -> None:
@@ -184,9 +184,26 @@ def test_records_are_inserted_in_batches_as_document_sequences(mongo: MongoServe
             }
 
     asyncio.run(scenario())
-    assert mongo.commands.count("insert") == 3
-    assert mongo.sequences == ["documents"] * 3
+    assert mongo.commands.count("insert") == 3 and mongo.ordered == [False] * 3
     assert [d["resource"] for d in mongo.docs(NAMESPACE)] == [f"/{i}" for i in range(count)]
+
+
+def test_refused_documents_fail_the_batch(mongo: MongoServer) -> None:
+    """Write errors in the server's answer count as a failed batch, logged, not lost from
+    sight; the sink keeps writing the next batches."""
+    mongo.refuse_documents = 1
+
+    async def scenario() -> None:
+        async with started(Sinks([MongoSink(mongo.uri, "metrics", "request")])) as sinks:
+            sinks.emit(record(resource="/refused"))
+            await eventually(lambda: sinks.runners[0].failures == 1)
+            mongo.refuse_documents = 0
+            sinks.emit(record(resource="/taken"))
+            await eventually(lambda: sinks.runners[0].sent == 1)
+            assert sinks.stats()["mongo"]["dropped"] == 1
+
+    asyncio.run(scenario())
+    assert [d["resource"] for d in mongo.docs(NAMESPACE)] == ["/taken"]
 
 
 @CANCELLED_CONNECT

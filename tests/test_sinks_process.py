@@ -4,6 +4,7 @@ child costs records (counted), never a request, and the child ends with its work
 from __future__ import annotations
 
 import asyncio
+import marshal
 import os
 import signal
 import time
@@ -15,7 +16,7 @@ import pytest
 
 from s3proxy.config import Config
 from s3proxy.record import RequestRecord
-from s3proxy.sinks.process import SinkClient, decode, encode
+from s3proxy.sinks.process import SinkClient, batch, row, unbatch
 from tests.servers import ProxyServer
 from tests.sink_servers import AkumuliServer, wait_for
 
@@ -46,8 +47,29 @@ from tests.sink_servers import AkumuliServer, wait_for
     ],
 )
 def test_records_cross_the_boundary_intact(record: RequestRecord) -> None:
-    """What the worker encodes, the child decodes to an equal record."""
-    assert decode(encode(record).encode()) == record
+    """What the worker encodes, the child decodes to an equal record (alone, in a batch,
+    with the worker's count of dropped records)."""
+    assert unbatch(batch(0, [row(record)])) == (0, [record])
+    assert unbatch(batch(7, [row(record)] * 3)) == (7, [record] * 3)
+    assert unbatch(batch(2, [])) == (2, [])
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"",
+        b"\xff",
+        batch(1, [row(RequestRecord(1.0, "GET", "/", "", "-", 0, 0, 200))])[:-3],
+        marshal.dumps((1,)),
+        marshal.dumps((1, 5)),
+        marshal.dumps((1, [(1, 2)])),
+    ],
+    ids=["empty", "junk", "truncated", "short", "not-rows", "short-row"],
+)
+def test_a_malformed_batch_is_refused(message: bytes) -> None:
+    """Anything but a batch raises the errors the child counts and skips."""
+    with pytest.raises((ValueError, EOFError, TypeError)):
+        unbatch(message)
 
 
 def test_a_stalled_sink_process_costs_records_not_requests(

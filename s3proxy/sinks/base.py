@@ -7,12 +7,13 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from s3proxy import logging as log
 from s3proxy.record import RequestRecord
 
 _logger = log.get_logger("s3proxy.sinks")
+T = TypeVar("T")
 
 #: Records written to a sink in one call, at most.
 BATCH = 500
@@ -35,9 +36,41 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+#: What GeoIP knows of an address: flat string fields (see :mod:`s3proxy.sinks.geoip`).
+#: Shared between the records of one address: sinks must not change it.
+Location = dict[str, str]
+
+
+class LocationMemo(Generic[T]):
+    """What a sink derives from a location (its tags, its coordinates), computed once per
+    location dict. Kept by the dict's identity, which is safe because the memo holds the
+    dict itself (its id cannot be reused meanwhile), and cheap because the enricher shares
+    one dict among all the records of an address. Starts over at ``size`` entries."""
+
+    def __init__(self, derive: Callable[[Location | None], T], size: int = 4096) -> None:
+        self.derive, self.size = derive, size
+        self.none = derive(None)
+        self._memo: dict[int, tuple[Location, T]] = {}
+
+    def __call__(self, location: Location | None) -> T:
+        if not location:
+            return self.none
+        entry = self._memo.get(id(location))
+        if entry is None or entry[0] is not location:
+            if len(self._memo) >= self.size:
+                self._memo.clear()
+            entry = self._memo[id(location)] = (location, self.derive(location))
+        return entry[1]
+
+
 class Enricher(Protocol):
     """Adds fields to a record before the sinks see it (GeoIP). Must not raise: a failed
     lookup leaves the record as it is."""
+
+    def cached(self, ip: str) -> tuple[bool, Location | None]:
+        """``(True, location or None)`` when the answer for ``ip`` is known without a
+        lookup; ``(False, None)`` when :meth:`enrich` has to look it up. Synchronous, cheap."""
+        ...
 
     async def enrich(self, record: RequestRecord) -> None: ...
 
@@ -61,13 +94,19 @@ class SinkRunner:
         self._last_report = 0.0
 
     def offer(self, record: RequestRecord) -> None:
-        if len(self.queue) >= self.queue_size:
-            self._drop(1)
+        self.offer_many([record])
+
+    def offer_many(self, records: list[RequestRecord]) -> None:
+        """Queue as many of ``records`` as there is room for; drop (and count) the rest."""
+        room = max(self.queue_size - len(self.queue), 0)
+        if len(records) > room:
+            self._drop(len(records) - room)
             self._report("sink_dropping", queue_size=self.queue_size)
-            return
-        self.queue.append(record)
-        self._drained.clear()
-        self._ready.set()
+            records = records[:room]
+        if records:
+            self.queue.extend(records)
+            self._drained.clear()
+            self._ready.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"sink:{self.sink.name}")
@@ -155,19 +194,44 @@ class Sinks:
         self._pending_size = queue_size
         self._pending_ready = asyncio.Event()
         self._enrich_task: asyncio.Task[None] | None = None
-        self.enrich_dropped = 0
         self.enrich_skipped = 0
 
     def emit(self, record: RequestRecord) -> None:
-        """Queue ``record``: O(1), never blocks, never raises."""
-        if self.enricher is None:
-            for runner in self.runners:
-                runner.offer(record)
-        elif len(self._pending) < self._pending_size:
-            self._pending.append(record)
-            self._pending_ready.set()
-        else:
-            self.enrich_dropped += 1
+        """Queue ``record``: never blocks, never raises."""
+        self.emit_many([record])
+
+    def emit_many(self, records: list[RequestRecord]) -> None:
+        """Queue ``records`` for every sink: never blocks, never raises.
+
+        With an enricher, a record whose client address it knows already (from its cache,
+        or not a public address) gets its location here, at the cost of a dict lookup per
+        address and batch; the others wait for a lookup and reach the sinks after it, so
+        the first records of a new address may arrive after later ones. When too many wait,
+        records go on without a location rather than be lost."""
+        if self.enricher is not None:
+            records = self._locate(self.enricher, records)
+        for runner in self.runners:
+            runner.offer_many(records)
+
+    def _locate(self, enricher: Enricher, records: list[RequestRecord]) -> list[RequestRecord]:
+        """Set the locations the enricher knows now; queue the rest for :meth:`_enrich`.
+        Returns the records that can go on at once."""
+        ready: list[RequestRecord] = []
+        known: dict[str, tuple[bool, Location | None]] = {}
+        for record in records:
+            answer = known.get(record.ip)
+            if answer is None:
+                answer = known[record.ip] = enricher.cached(record.ip)
+            if answer[0]:
+                record.location = answer[1]
+                ready.append(record)
+            elif len(self._pending) < self._pending_size:
+                self._pending.append(record)
+                self._pending_ready.set()
+            else:
+                self.enrich_skipped += 1
+                ready.append(record)
+        return ready
 
     async def start(self) -> None:
         for runner in self.runners:
@@ -207,7 +271,6 @@ class Sinks:
         if self.enricher is not None:
             stats["geoip"] = {
                 "queued": len(self._pending),
-                "dropped": self.enrich_dropped,
                 "skipped": self.enrich_skipped,
             }
         return stats

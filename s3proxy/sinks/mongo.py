@@ -1,8 +1,8 @@
 """MongoDB sink: one document per request, as the original proxy wrote them.
 
 The only module that imports ``pymongo`` and ``bson``. It writes with PyMongo's native asyncio
-client (:class:`pymongo.AsyncMongoClient`) in batches (``insert_many(ordered=False)``), one call
-per batch the :class:`~s3proxy.sinks.base.SinkRunner` hands it.
+client (:class:`pymongo.AsyncMongoClient`) in batches: one unordered ``insert`` command per
+batch the :class:`~s3proxy.sinks.base.SinkRunner` hands it.
 
 The document keeps the original's field names and BSON types, so existing queries and
 dashboards keep working::
@@ -35,12 +35,16 @@ fail a batch quickly, so the runner drops it, backs off and reconnects; requests
 
 from __future__ import annotations
 
-import datetime as dt
+import struct
 from typing import Any
 
+import bson
+from bson.datetime_ms import DatetimeMS
 from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure
 
 from s3proxy import logging as log
@@ -48,6 +52,8 @@ from s3proxy.record import RequestRecord
 
 _logger = log.get_logger("s3proxy.sinks.mongo")
 
+#: Document layouts kept for reuse; they start over when there are this many.
+LAYOUTS = 4096
 #: The original proxy's indexes, one ascending key each.
 INDEXED_FIELDS = ("method", "resource", "status", "timestamp")
 
@@ -61,11 +67,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
 def document(record: RequestRecord) -> dict[str, Any]:
-    """The BSON document for ``record``, in the original proxy's shape (see module doc)."""
+    """The BSON document for ``record``, in the original proxy's shape (see module doc).
+    ``location`` is the record's own dict, shared, not copied: BSON encoding only reads it."""
     micros = round(record.timestamp * 1_000_000)
     doc: dict[str, Any] = {
         "method": record.method,
@@ -77,20 +81,75 @@ def document(record: RequestRecord) -> dict[str, Any]:
         "status": record.status,
         "compressed": record.compressed,
         "timestamp": Int64(micros * 1_000),
-        # BSON dates hold milliseconds; truncating here keeps `created` equal to what is stored.
-        "created": _EPOCH + dt.timedelta(milliseconds=micros // 1_000),
+        # BSON dates hold milliseconds; truncating here keeps `created` equal to what is
+        # stored. DatetimeMS is the BSON date itself: 0.1 µs against 0.5 for a datetime.
+        "created": DatetimeMS(micros // 1_000),
         "cache": record.cache,
         "originBytes": Int64(record.origin_bytes),
     }
     if record.location:
-        doc["location"] = dict(record.location)
+        doc["location"] = record.location
     return doc
+
+
+class _Layout:
+    """The BSON of :func:`document` for one kind of record (same method, resource, type,
+    address, status, compression, cache outcome and location), but for its five numbers,
+    which are int64s at fixed offsets: one ``struct.pack`` makes a record's document,
+    byte for byte what ``bson.encode(document(record))`` gives (~0.5 µs against ~4 µs)."""
+
+    __slots__ = ("location", "struct", "parts")
+
+    def __init__(self, record: RequestRecord) -> None:
+        self.location = record.location
+        doc = document(record)
+        segments: list[bytes] = []
+        pending: dict[str, Any] = {}
+        for name, value in doc.items():
+            if name in _NUMBERS:
+                segments.append(_elements(pending) + _NUMBERS[name])
+                pending = {}
+            else:
+                pending[name] = value
+        segments.append(_elements(pending) + b"\x00")
+        self.parts = segments
+        size = 4 + sum(len(s) for s in segments) + 8 * (len(segments) - 1)
+        fmt = "<i" + "q".join(f"{len(s)}s" for s in segments)
+        self.struct = struct.Struct(fmt)
+        assert self.struct.size == size
+
+    def pack(self, record: RequestRecord) -> bytes:
+        micros = round(record.timestamp * 1_000_000)
+        s0, s1, s2, s3, s4, s5 = self.parts
+        return self.struct.pack(
+            self.struct.size, s0, record.size, s1, record.duration_us * 1_000, s2,
+            micros * 1_000, s3, micros // 1_000, s4, record.origin_bytes, s5,
+        )  # fmt: skip
+
+
+#: The numeric fields, in document order: BSON type and name of each (int64; a date).
+_NUMBERS = {
+    "size": b"\x12size\x00",
+    "time": b"\x12time\x00",
+    "timestamp": b"\x12timestamp\x00",
+    "created": b"\x09created\x00",
+    "originBytes": b"\x12originBytes\x00",
+}
+
+
+def _elements(fields: dict[str, Any]) -> bytes:
+    """``fields`` as BSON elements: a document's bytes without its length and end."""
+    return bson.encode(fields)[4:-1]
 
 
 def uri_options(uri: str) -> set[str]:
     """The option names (lower case) set in a connection string's query part."""
     _, _, query = uri.partition("?")
     return {part.split("=", 1)[0].lower() for part in query.split("&") if part}
+
+
+class WriteRefused(Exception):
+    """The server answered an insert with write errors."""
 
 
 class MongoSink:
@@ -105,7 +164,8 @@ class MongoSink:
         given = uri_options(uri)
         self.options = {k: v for k, v in DEFAULT_OPTIONS.items() if k.lower() not in given}
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
-        self._collection: AsyncCollection[dict[str, Any]] | None = None
+        self._database: AsyncDatabase[dict[str, Any]] | None = None
+        self._layouts: dict[tuple[str, str, str, str, int, bool, str], _Layout] = {}
 
     async def open(self) -> None:
         """Connect and create the indexes; raises (and leaves nothing open) when the server
@@ -113,12 +173,12 @@ class MongoSink:
         not to index) is logged and written to all the same, as the original did."""
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.uri, **self.options)
         try:
-            collection = client[self.database][self.collection_name]
-            await self._index(collection)
+            database = client[self.database]
+            await self._index(database[self.collection_name])
         except BaseException:
             await client.close()
             raise
-        self._client, self._collection = client, collection
+        self._client, self._database = client, database
 
     async def _index(self, collection: AsyncCollection[dict[str, Any]]) -> None:
         try:
@@ -134,12 +194,49 @@ class MongoSink:
             )
 
     async def write(self, records: list[RequestRecord]) -> None:
-        """Insert ``records`` in one unordered batch; raises if the server did not take it."""
-        if self._collection is None:
+        """Insert ``records`` with one unordered ``insert`` command; raises if the server
+        refused it or any document in it (then the whole batch counts as dropped, though
+        an unordered insert keeps the documents it could take)."""
+        if self._database is None:
             raise RuntimeError("MongoSink.write before open")
-        await self._collection.insert_many([document(r) for r in records], ordered=False)
+        # The insert command itself, not insert_many: the server gives each document its
+        # _id, where PyMongo would make them one by one in Python (~3 µs a document more).
+        reply = await self._database.command(
+            {
+                "insert": self.collection_name,
+                "documents": self._documents(records),
+                "ordered": False,
+            }
+        )
+        errors = reply.get("writeErrors")
+        if errors:
+            raise WriteRefused(
+                f"{len(errors)} of {len(records)} documents refused, first: "
+                f"{errors[0].get('errmsg', errors[0])}"
+            )
+
+    def _documents(self, records: list[RequestRecord]) -> list[RawBSONDocument]:
+        layouts = self._layouts
+        documents = []
+        for record in records:
+            key = (
+                record.method,
+                record.resource,
+                record.mime_type,
+                record.ip,
+                record.status,
+                record.compressed,
+                record.cache,
+            )
+            layout = layouts.get(key)
+            if layout is None or layout.location is not record.location:
+                if len(layouts) >= LAYOUTS:
+                    layouts.clear()
+                layout = layouts[key] = _Layout(record)
+            documents.append(RawBSONDocument(layout.pack(record)))
+        return documents
 
     async def close(self) -> None:
-        client, self._client, self._collection = self._client, None, None
+        client, self._client, self._database = self._client, None, None
         if client is not None:
             await client.close()

@@ -12,8 +12,10 @@ functions: after :func:`prepare_multiprocess` has set the variable in the parent
 
 from __future__ import annotations
 
+import bisect
 import collections
 import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,25 +77,50 @@ class PrometheusSink:
         _metrics()
 
     async def write(self, records: list[RequestRecord]) -> None:
+        """Count ``records`` in: one update per metric and label set of the batch (each is
+        a locked write to a memory-mapped file in multiprocess mode)."""
         metrics = _metrics()
-        requests: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        sent: collections.Counter[str] = collections.Counter()
-        origin = 0
+        groups: dict[tuple[str, int, str], list[RequestRecord]] = collections.defaultdict(list)
         for record in records:
-            method = record.method if record.method in METHODS else "other"
-            requests[method, str(record.status), record.cache] += 1
-            sent[record.cache] += record.size
-            origin += record.origin_bytes
-            metrics.latency.labels(record.cache).observe(record.duration_us / 1_000_000)
-        for labels, count in requests.items():
-            metrics.requests.labels(*labels).inc(count)
+            groups[record.method, record.status, record.cache].append(record)
+        sent: collections.Counter[str] = collections.Counter()
+        durations: dict[str, list[float]] = collections.defaultdict(list)
+        origin = 0
+        for (method, status, cache), group in groups.items():
+            method = method if method in METHODS else "other"
+            metrics.requests.labels(method, str(status), cache).inc(len(group))
+            sent[cache] += sum([r.size for r in group])
+            origin += sum([r.origin_bytes for r in group])
+            durations[cache] += [r.duration_us / 1_000_000 for r in group]
         for cache, size in sent.items():
             metrics.sent_bytes.labels(cache).inc(size)
+        for cache, amounts in durations.items():
+            observe_many(metrics.latency.labels(cache), amounts)
         if origin:
             metrics.origin_bytes.inc(origin)
 
     async def close(self) -> None:
         pass
+
+
+def observe_many(histogram: Histogram, amounts: list[float]) -> None:
+    """``histogram.observe(a) for a in amounts``, with one update per bucket touched
+    instead of two per amount. In multiprocess mode each update is a locked write to a
+    memory-mapped file (~1.5 µs per observation); a batch of hits mostly lands in one or
+    two buckets. prometheus_client has no public bulk observe, so this adds to the
+    histogram's own values (``_sum``, ``_buckets``, ``_upper_bounds``: its layout since
+    0.4); if they are not there, it observes one by one. Tests compare both ways."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = collections.Counter(bisect.bisect_left(bounds, amount) for amount in amounts)
+    for index, count in counts.items():
+        buckets[index].inc(count)
+    total.inc(math.fsum(amounts))
 
 
 def count_sink_drop(sink: str, n: int) -> None:
