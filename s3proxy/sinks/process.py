@@ -11,7 +11,7 @@ worker goes), with non-blocking sends. When the child falls behind, its socket b
 and the batch is dropped and counted — the request never waits. The child runs only on
 otherwise idle CPU (``SCHED_IDLE``) and feeds the usual :class:`~s3proxy.sinks.base.Sinks`
 (queues, batching, reconnects) a batch at a time; its encoders reuse the text of records of
-the same kind, so that all the sinks together cost ~6 µs of its CPU per record.
+the same kind, so that all the sinks together cost 8–11 µs of its CPU per record.
 
 Start order: the worker's lifespan spawns ``python -m s3proxy.sinks.process FD``; the child
 reads the settings from :data:`CONFIG_ENV`, and exits on end of file after draining.
