@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from s3proxy.record import RequestRecord
 from tests.servers import free_port
 
 
@@ -47,6 +48,24 @@ async def eventually(condition: Callable[[], bool], what: str = "", limit: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         await asyncio.sleep(0.01)
+
+
+class ListSink:
+    """A sink that keeps what it is given (for tests of the machinery all sinks share)."""
+
+    name = "list"
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    async def open(self) -> None:
+        pass
+
+    async def write(self, records: list[RequestRecord]) -> None:
+        self.records.extend(records)
+
+    async def close(self) -> None:
+        pass
 
 
 @dataclass

@@ -8,26 +8,11 @@ import time
 
 from s3proxy.record import RequestRecord
 from s3proxy.sinks.base import Location, LocationMemo, SinkRunner, Sinks
+from tests.sink_servers import ListSink
 
 
 def record(ip: str = "198.51.100.7", size: int = 0) -> RequestRecord:
     return RequestRecord(time.time(), "GET", "/", "text/html", ip, size, 10, 200)
-
-
-class ListSink:
-    name = "list"
-
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-
-    async def open(self) -> None:
-        pass
-
-    async def write(self, records: list[RequestRecord]) -> None:
-        self.records += records
-
-    async def close(self) -> None:
-        pass
 
 
 class KnownAddresses:

@@ -34,7 +34,7 @@ from s3proxy.sinks.mongo import MongoSink
 from tests.geo_servers import OKLAHOMA_LOCATION, MmdbWsServer, build_mmdb
 from tests.mongo_server import MongoServer
 from tests.servers import ProxyServer, free_port
-from tests.sink_servers import eventually
+from tests.sink_servers import ListSink, eventually
 
 OKLAHOMA, LONDON, TOKYO, UNKNOWN = "184.105.163.155", "81.2.69.142", "2001:218::7", "8.8.8.8"
 
@@ -54,24 +54,6 @@ def mmdb_ws(mmdb_path: Path) -> Iterator[MmdbWsServer]:
 def mongo() -> Iterator[MongoServer]:
     with MongoServer().running() as server:
         yield server
-
-
-class ListSink:
-    """Keeps what it is given."""
-
-    name = "list"
-
-    def __init__(self) -> None:
-        self.records: list[RequestRecord] = []
-
-    async def open(self) -> None:
-        pass
-
-    async def write(self, records: list[RequestRecord]) -> None:
-        self.records.extend(records)
-
-    async def close(self) -> None:
-        pass
 
 
 def record(ip: str) -> RequestRecord:
