@@ -16,7 +16,13 @@ from typing import Any
 import click
 
 from s3proxy import __version__
-from s3proxy.config import Config, default_cache_dir, parse_origins, parse_size
+from s3proxy.config import (
+    Config,
+    default_cache_dir,
+    parse_cpu_list,
+    parse_origins,
+    parse_size,
+)
 from s3proxy.exceptions import ConfigError
 
 
@@ -336,6 +342,16 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
             "help": "Records each metrics sink may hold before it drops new ones.",
         },
     ),
+    (
+        "sink-cpus",
+        None,
+        None,
+        {
+            "default": "",
+            "help": "CPUs to reserve for the metrics sink processes, as taskset writes them "
+            "(3, 2-3, 0,2-3); the workers then run on the other CPUs (default: all share all).",
+        },
+    ),
 ]
 _FIELD = {"dir": "log_dir", "path-style": "addressing_style"}
 
@@ -359,6 +375,7 @@ def build_config(params: dict[str, Any]) -> Config:
     values["cache_max_object_size"] = parse_size(values["cache_max_object_size"])
     values["cache_max_size"] = parse_size(values["cache_max_size"])
     values["log_dir"] = values["log_dir"] or None
+    values["sink_cpus"] = parse_cpu_list(values["sink_cpus"])
     values["trusted_proxies"] = tuple(
         p.strip() for p in (values["trusted_proxies"] or "").split(",") if p.strip()
     )

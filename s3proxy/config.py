@@ -24,6 +24,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _ORIGIN = re.compile(r"^https?://[^/\s?#]+$", re.IGNORECASE)
+_CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 
 
 def default_cache_dir() -> str:
@@ -44,6 +45,24 @@ def parse_size(value: str | int) -> int:
         raise ConfigError(f"invalid size {value!r}: use a byte count or e.g. 512m, 10g")
     number, unit = float(match.group(1)), match.group(2).lower()
     return int(number * 1024 ** "bkmgt".index(unit or "b"))
+
+
+def parse_cpu_list(value: str | None) -> tuple[int, ...]:
+    """Parse a CPU list as ``taskset -c`` and cpusets write it: ``3``, ``2-3``, ``0,2-3``
+    (sorted, without repeats); empty or ``None`` is no list."""
+    if value is None or not value.strip():
+        return ()
+    cpus: set[int] = set()
+    for part in value.split(","):
+        match = _CPU_RANGE.match(part)
+        if not match:
+            raise ConfigError(f"invalid CPU list {value!r}: use e.g. 3, 2-3 or 0,2-3")
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        if last < first or last >= 4096:
+            raise ConfigError(f"invalid CPU range {part.strip()!r} in {value!r}")
+        cpus.update(range(first, last + 1))
+    return tuple(sorted(cpus))
 
 
 def parse_origins(value: str | None) -> tuple[str, ...]:
@@ -115,6 +134,8 @@ class Config:
     mmdb_file: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     sink_queue_size: int = 10_000
+    #: CPUs reserved for the sink processes; the workers then run on the others.
+    sink_cpus: tuple[int, ...] = ()
     prometheus: bool = False
 
     def __post_init__(self) -> None:
@@ -177,6 +198,7 @@ class Config:
         data: dict[str, Any] = json.loads(text)
         data["allowed_origins"] = tuple(data["allowed_origins"])
         data["trusted_proxies"] = tuple(data["trusted_proxies"])
+        data["sink_cpus"] = tuple(data["sink_cpus"])
         return cls(**data)
 
 
@@ -195,3 +217,11 @@ def check_environment(config: Config) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"cache dir {config.cache_dir} is not writable: {exc.strerror}") from None
+    if config.sink_cpus:
+        usable = os.sched_getaffinity(0)
+        missing = sorted(set(config.sink_cpus) - usable)
+        if missing:
+            raise ConfigError(
+                f"--sink-cpus: CPU {missing[0]} is not one this process may use "
+                f"({', '.join(map(str, sorted(usable)))})"
+            )

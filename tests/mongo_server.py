@@ -19,6 +19,11 @@ needs to write documents, and remembers what it was sent:
   ``endSessions``; anything else answers ``CommandNotFound`` and is listed in ``unknown``;
   a command named in ``refuse`` gets the error given there (e.g. ``not authorized``).
 
+``MongoServer(deferred=True)`` (for ``scripts/bench``) answers each ``insert`` with its count
+at once but decodes its documents only when :meth:`MongoServer.decode_deferred` is called:
+decoding BSON into dicts costs the fake server far more CPU than encoding costs the sink,
+which the proxy being measured would otherwise lose on a small machine.
+
 The server runs on its own event loop in a thread, so sync tests, async tests and s3proxy
 under uvicorn can all use it. :meth:`MongoServer.stop` kills it (listener and every
 connection); :meth:`MongoServer.start` brings it back on the same port.
@@ -32,17 +37,21 @@ import datetime as dt
 import itertools
 import struct
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 import bson
 from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 
 OP_REPLY, OP_QUERY, OP_COMPRESSED, OP_MSG = 1, 2004, 2012, 2013
 CHECKSUM_PRESENT, MORE_TO_COME = 1 << 0, 1 << 1
 #: MongoDB 7.0. PyMongo 4.20 needs at least 9 (MongoDB 4.4).
 MIN_WIRE_VERSION, MAX_WIRE_VERSION = 0, 21
 CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
+#: Documents left as bytes: reading a command's first field and counting its documents
+#: decodes none of them.
+RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 T = TypeVar("T")
 
 
@@ -77,9 +86,12 @@ class ProtocolError(Exception):
     """The client sent something a MongoDB server would not accept; the connection closes."""
 
 
-def parse_op_msg(body: bytes, whole: bytes) -> tuple[int, dict[str, Any], list[str]]:
+def parse_op_msg(
+    body: bytes, whole: bytes, codec: CodecOptions[Any] = CODEC
+) -> tuple[int, Any, list[str]]:
     """``(flagBits, command, sequence identifiers)`` from an OP_MSG body; ``whole`` is the
-    message with its header, over which the checksum is computed."""
+    message with its header, over which the checksum is computed. With :data:`RAW`, the
+    command and the documents are read-only :class:`RawBSONDocument`."""
     (flags,) = struct.unpack_from("<I", body, 0)
     end = len(body)
     if flags & CHECKSUM_PRESENT:
@@ -93,17 +105,18 @@ def parse_op_msg(body: bytes, whole: bytes) -> tuple[int, dict[str, Any], list[s
         pos += 1
         (size,) = struct.unpack_from("<i", body, pos)
         if kind == 0:
-            command = bson.decode(body[pos : pos + size], CODEC)
+            command = bson.decode(body[pos : pos + size], codec)
         elif kind == 1:
             name_end = body.index(b"\x00", pos + 4)
             name = body[pos + 4 : name_end].decode()
-            sequences[name] = bson.decode_all(body[name_end + 1 : pos + size], CODEC)
+            sequences[name] = bson.decode_all(body[name_end + 1 : pos + size], codec)
         else:
             raise ProtocolError(f"OP_MSG section kind {kind}")
         pos += size
     if command is None:
         raise ProtocolError("OP_MSG without a kind-0 section")
-    command.update(sequences)
+    if sequences:
+        command = {**command, **sequences}
     return flags, command, list(sequences)
 
 
@@ -134,7 +147,10 @@ class MongoServer:
     ``documents`` and ``indexes`` are keyed by namespace (``db.collection``); ``commands``
     lists every command name received, in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, deferred: bool = False) -> None:
+        self.deferred = deferred
+        #: Deferred mode: (database, insert command) not yet decoded into ``documents``.
+        self._undecoded: list[tuple[str, Mapping[str, Any]]] = []
         self.port = 0
         self.documents: dict[str, list[dict[str, Any]]] = {}
         self.indexes: dict[str, dict[str, dict[str, Any]]] = {}
@@ -218,9 +234,13 @@ class MongoServer:
 
     def _handle(self, opcode: int, request_id: int, body: bytes, whole: bytes) -> bytes | None:
         if opcode == OP_MSG:
-            flags, command, sequences = parse_op_msg(body, whole)
+            flags, command, sequences = parse_op_msg(body, whole, RAW if self.deferred else CODEC)
+            answer = self._deferred_insert(command) if self.deferred else None
+            if answer is None and self.deferred:  # not an insert to keep: decode it after all
+                flags, command, sequences = parse_op_msg(body, whole)
             self.sequences.extend(sequences)
-            answer = self._command(command.get("$db", "admin"), command)
+            if answer is None:
+                answer = self._command(command.get("$db", "admin"), command)
             if flags & MORE_TO_COME:
                 return None
             return message(next(self._ids), request_id, OP_MSG, op_msg_body(answer))
@@ -293,12 +313,35 @@ class MongoServer:
             "ok": 1.0,
         }
 
+    def _deferred_insert(self, command: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Deferred mode: an ``insert``'s reply, its documents kept for later; ``None`` for
+        any other command (or an insert to refuse), which is then decoded and run as usual."""
+        if next(iter(command)) != "insert" or "insert" in self.refuse or self.refuse_documents:
+            return None
+        with self._lock:
+            self._undecoded.append((command.get("$db", "admin"), command))
+        self.commands.append("insert")
+        self.ordered.append(command.get("ordered", True))
+        return {"n": len(command.get("documents", ())), "ok": 1.0}
+
+    def decode_deferred(self) -> None:
+        """Decode what deferred mode kept into ``documents``, as :meth:`_insert` would have."""
+        with self._lock:
+            undecoded, self._undecoded = self._undecoded, []
+        for db, command in undecoded:
+            documents = [bson.decode(d.raw, CODEC) for d in command.get("documents", ())]
+            self._keep(db, {"insert": command["insert"], "documents": documents})
+
     def _insert(self, db: str, command: dict[str, Any]) -> dict[str, Any]:
+        self.ordered.append(command.get("ordered", True))
+        return self._keep(db, command)
+
+    def _keep(self, db: str, command: dict[str, Any]) -> dict[str, Any]:
+        """Store an insert's documents (but those ``refuse_documents`` refuses); its reply."""
         # As mongod does, a document without an _id gets one, first.
         documents = [
             d if "_id" in d else {"_id": bson.ObjectId(), **d} for d in command.get("documents", [])
         ]
-        self.ordered.append(command.get("ordered", True))
         refused = [
             {"index": i, "code": 11000, "errmsg": "E11000 duplicate key error"}
             for i in range(min(self.refuse_documents, len(documents)))

@@ -398,6 +398,8 @@ def _assert_one_line_error(result: Result, mentions: str) -> None:
         pytest.param([], {}, "bucket", id="missing-bucket"),
         pytest.param(["-b", "b", "--log-level", "loud"], {}, "log level", id="bad-log-level"),
         pytest.param(["-b", "b"], {"LOG_LEVEL": "verbose"}, "log level", id="bad-log-level-env"),
+        pytest.param(["-b", "b", "--sink-cpus", "one"], {}, "CPU list", id="sink-cpus-word"),
+        pytest.param(["-b", "b", "--sink-cpus", "3-1"], {}, "CPU range", id="sink-cpus-backwards"),
     ],
 )
 def test_bad_value_exits_2_with_one_line(
@@ -478,3 +480,22 @@ def test_python_m_bad_value_has_no_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [
+        pytest.param("", (), id="empty"),
+        pytest.param("3", (3,), id="one"),
+        pytest.param("2-3", (2, 3), id="range"),
+        pytest.param(" 0, 2-3 ,5", (0, 2, 3, 5), id="list"),
+        pytest.param("3,1-3", (1, 2, 3), id="overlap-sorted"),
+    ],
+)
+def test_sink_cpus_take_taskset_lists(
+    text: str, cpus: tuple[int, ...], invoke: Callable[..., Result], captured: list[Config]
+) -> None:
+    """``--sink-cpus`` reads CPU lists as ``taskset -c`` writes them."""
+    result = invoke(["-b", "b", "--sink-cpus", text])
+    assert result.exit_code == 0, result.output
+    assert captured[-1].sink_cpus == cpus

@@ -301,3 +301,33 @@ def test_fake_server_checks_op_msg_checksums(mongo: MongoServer) -> None:
     assert bson.decode(reply[21:]) == {"ok": 1.0}
     assert _exchange(mongo.port, signed[:-1] + bytes([signed[-1] ^ 1])) == b""
     assert mongo.protocol_errors == ["OP_MSG checksum mismatch"]
+
+
+def test_deferred_server_answers_at_once_and_decodes_the_same_documents() -> None:
+    """The bench's deferred mode acknowledges each insert with its count without decoding
+    it, and :meth:`MongoServer.decode_deferred` later yields exactly what a server decoding
+    at once stores."""
+    records = [record(resource=f"/page-{i}.html", size=i) for i in range(BATCH + 7)]
+
+    def written(server: MongoServer) -> list[dict[str, Any]]:
+        async def scenario() -> None:
+            sinks = Sinks([MongoSink(server.uri, "metrics", "request")])
+            async with started(sinks):
+                sinks.emit_many(list(records))
+                await eventually(lambda: sinks.runners[0].sent == len(records))
+                assert sinks.runners[0].dropped == 0
+
+        asyncio.run(scenario())
+        return [{k: v for k, v in d.items() if k != "_id"} for d in server.docs(NAMESPACE)]
+
+    with MongoServer().running() as eager:
+        expected = written(eager)
+    with MongoServer(deferred=True).running() as deferred:
+        assert written(deferred) == []  # acknowledged, not yet decoded
+        assert deferred.commands.count("insert") == 2  # two batches, each answered
+        deferred.decode_deferred()
+        assert [{k: v for k, v in d.items() if k != "_id"} for d in deferred.docs(NAMESPACE)] == (
+            expected
+        )
+        assert all("_id" in d for d in deferred.docs(NAMESPACE))
+    assert len(expected) == len(records)

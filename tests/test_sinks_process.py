@@ -7,6 +7,8 @@ import asyncio
 import marshal
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from s3proxy.config import Config
+from s3proxy.config import Config, parse_cpu_list
 from s3proxy.record import RequestRecord
 from s3proxy.sinks.process import SinkClient, batch, row, unbatch
-from tests.servers import ProxyServer
+from tests.servers import ProxyProcess, ProxyServer, S3Server, cli_args, free_port
 from tests.sink_servers import AkumuliServer, wait_for
 
 
@@ -110,3 +112,75 @@ def test_the_sink_process_ends_with_its_worker(tmp_path: Path) -> None:
         return client._child.poll()
 
     assert asyncio.run(run()) == 0
+
+
+def _allowed_cpus(pid: int) -> set[int]:
+    """Where the kernel lets ``pid`` run (its ``Cpus_allowed_list``, e.g. ``0-2,5``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return set(parse_cpu_list(line.split(":", 1)[1]))
+    raise AssertionError(f"no Cpus_allowed_list for {pid}")
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found + [grandchild for child in found for grandchild in _descendants(child)]
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_sink_cpus_reserve_a_core_for_the_sink_processes(
+    threads: str, s3: S3Server, bucket: str, put: Callable[..., None], tmp_path: Path
+) -> None:
+    """``--sink-cpus`` puts every sink process on those CPUs and every worker on the others,
+    with one worker in-process or several; requests and records flow as before."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        pytest.skip("needs two CPUs")
+    sink_cpu, worker_cpus = usable[-1], usable[:-1]
+    put("index.html", b"<p>hi</p>")
+    with AkumuliServer() as akumuli:
+        port = free_port()
+        args = cli_args(s3, bucket, str(tmp_path / "cache"), port, "--threads", threads)
+        args += ["--akumuli-host", "127.0.0.1", "--akumuli-port", str(akumuli.port)]
+        args += ["--sink-cpus", str(sink_cpu)]
+        proxy = ProxyProcess(args, {}, port).wait_ready()
+        try:
+            assert httpx.get(f"{proxy.url}/", timeout=10).status_code == 200
+            wait_for(lambda: len(akumuli.points) >= 1, what="the record")
+            processes = [proxy.proc.pid, *_descendants(proxy.proc.pid)]
+            sinks = [pid for pid in processes if "s3proxy.sinks.process" in _cmdline(pid)]
+            assert len(sinks) == int(threads)
+            for pid in processes:
+                assert _allowed_cpus(pid) == ({sink_cpu} if pid in sinks else set(worker_cpus))
+        finally:
+            proxy.kill()
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_sink_cpus_naming_a_cpu_we_cannot_use_exits_2(tmp_path: Path) -> None:
+    """A CPU this process may not run on stops startup with one line and exit code 2."""
+    beyond = max(os.sched_getaffinity(0)) + 1
+    done = subprocess.run(
+        [sys.executable, "-m", "s3proxy", "-b", "b", "-d", str(tmp_path / "c"), "--dir", ""]
+        + ["--prometheus", "true", "--sink-cpus", str(beyond)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done
+    assert done.stderr.strip() == (
+        f"s3proxy: error: --sink-cpus: CPU {beyond} is not one this process may use "
+        f"({', '.join(map(str, sorted(os.sched_getaffinity(0))))})"
+    )

@@ -49,11 +49,16 @@ def build_enricher(config: Config) -> Enricher | None:
 
 
 def prepare(config: Config) -> None:
-    """Once, in the parent process before workers start (an empty metric-file directory)."""
+    """Once, in the parent process before workers start: an empty metric-file directory, and
+    with ``--sink-cpus`` the workers' CPUs (they inherit this process's)."""
     if config.prometheus:
         from s3proxy.sinks.prometheus import prepare_multiprocess
 
         prepare_multiprocess(config)
+    if config.sink_cpus and wanted(config):
+        from s3proxy.sinks.process import reserve_cpus
+
+        reserve_cpus(config.sink_cpus)
 
 
 def wanted(config: Config) -> bool:

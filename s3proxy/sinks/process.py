@@ -241,16 +241,43 @@ def lower_priority() -> None:
             os.nice(CHILD_NICE)
 
 
+def reserve_cpus(sink_cpus: tuple[int, ...]) -> None:
+    """Keep this process, and the workers and threads it starts from now on, off
+    ``sink_cpus``, which the sink processes get (:func:`place`): a sink process then never
+    takes a worker's core, its caches or its wakeups. When the sink CPUs are all the CPUs
+    there are, the workers keep them all."""
+    usable = os.sched_getaffinity(0)
+    workers = usable - set(sink_cpus)
+    if workers:
+        os.sched_setaffinity(0, workers)
+    _logger.info("cpus_reserved", workers=sorted(workers or usable), sinks=list(sink_cpus))
+
+
+def place(config: Config) -> str | None:
+    """Run on ``--sink-cpus`` if given (see :func:`reserve_cpus`), at the lowest priority.
+    First thing in the child, so that every thread it starts inherits both; returns why the
+    CPUs could not be had (then it runs where the worker does), or ``None``."""
+    lower_priority()
+    if config.sink_cpus:
+        try:
+            os.sched_setaffinity(0, config.sink_cpus)
+        except OSError as exc:  # a CPU went offline since startup
+            return exc.strerror or str(exc)
+    return None
+
+
 def main(argv: list[str]) -> None:
     """``python -m s3proxy.sinks.process FD``: run the sinks for one worker."""
     config = Config.from_json(os.environ[CONFIG_ENV])
-    lower_priority()
+    unplaced = place(config)
     log.configure(
         level=config.log_level,
         log_dir=config.log_dir,
         console=config.console,
         json_format=config.log_format == "json",
     )
+    if unplaced:
+        _logger.warning("sink_cpus_unavailable", cpus=list(config.sink_cpus), error=unplaced)
     sock = socket.socket(fileno=int(argv[1]))
     started = time.monotonic()
     try:
