@@ -103,7 +103,7 @@ def test_tag_values_are_sanitised_and_long_resources_cut(akumuli: AkumuliServer)
     assert first["mimeType"] == "text/html"
     assert long["resource"].startswith("/xxx") and "mimeType" not in long
     series = " ".join(f"{k}={v}" for k, v in long.items())
-    assert len(f"request.counter {series}") < MAX_SERIES_NAME
+    assert len(f"request.counter|request.size|request.time {series}".encode()) <= MAX_SERIES_NAME
     assert third == {
         "method": "PROPFIND",
         "resource": "/café_menu.pdf",

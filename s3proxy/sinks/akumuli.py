@@ -10,7 +10,10 @@ the connection (``akumulid/tcp_server.cpp``).
 Per request, as the original proxy wrote them (its ``queue/poller.cpp``):
 
 - ``<prefix>.counter`` = 1, ``<prefix>.size`` = bytes sent, ``<prefix>.time`` = milliseconds
-  (a float here: the original's whole milliseconds are 0 for almost every cache hit);
+  (a float here: the original's whole milliseconds are 0 for almost every cache hit), sent
+  in Akumuli's bulk format (``+<prefix>.counter|<prefix>.size|<prefix>.time <tags>``, the
+  timestamp, ``*3`` and the three values), which Akumuli stores as the same three series
+  the original wrote one by one, for a third of the bytes and of the encoding;
 - tags ``method resource ipaddress status`` and ``mimeType`` when known (without
   parameters such as ``; charset=utf-8``);
 - with GeoIP data, the event ``!<prefix>.location`` whose value is a ``geo:json`` point, with
@@ -92,7 +95,8 @@ class AkumuliSink:
         """``records`` as data points, timestamped ``now`` + 0, 1, 2... ns (strictly after
         the last batch's). The text of a record's series is made once per kind of record
         (method, resource, address, status, type and location) and kept: then a record is
-        one string format, ~0.8 µs where making everything took ~12 µs."""
+        one string format, 0.5 µs and 176 bytes (1.4 µs and 582 bytes with a location
+        event), where making everything took ~12 µs and one point per metric ~0.8 µs."""
         first = max(time.time_ns(), self._last_ns + 1)
         self._last_ns = first + len(records) - 1
         memo = self._series
@@ -104,10 +108,8 @@ class AkumuliSink:
                 if len(memo) >= SERIES_MEMO:
                     memo.clear()
                 series = memo[key] = _Series(self.prefix, record, self._geo(record.location))
-            text = (
-                f"{series.counter}{ts}\r\n:1\r\n{series.size}{ts}\r\n:{record.size}\r\n"
-                f"{series.time}{ts}\r\n+{record.duration_us / 1000!r}\r\n"
-            )
+            took = record.duration_us / 1000
+            text = f"{series.bulk}{ts}\r\n*3\r\n:1\r\n:{record.size}\r\n+{took!r}\r\n"
             if series.event is not None:
                 text += f'{series.event}{ts}\r\n+{series.point}{iso_time(ts)}"}}}}}}\r\n'
             out.append(text)
@@ -117,24 +119,24 @@ class AkumuliSink:
 class _Series:
     """One kind of record's points, but for their timestamps and values."""
 
-    __slots__ = ("location", "counter", "size", "time", "event", "point")
+    __slots__ = ("location", "bulk", "event", "point")
 
     def __init__(
         self, prefix: str, record: RequestRecord, location: tuple[str, str | None]
     ) -> None:
         self.location = record.location
         geo, self.point = location
-        longest = len(prefix) + len(geo) + 11  # "!<prefix>.location <geo>"
+        metrics = f"{prefix}.counter|{prefix}.size|{prefix}.time "
+        event = f"!{prefix}.location "  # its tags end with the location's
+        longest = max(len(metrics), len(event) + len(geo))
         tags = (
             f"method={_tag(record.method)} resource={_resource(record.resource)} "
             f"ipaddress={_tag(record.ip)} status={record.status}{_mime(record.mime_type)}"
         )
         if 4 * (longest + len(tags)) > MAX_SERIES_NAME:  # may not fit (4: UTF-8's widest)
-            tags = _tags(record, longest=f"!{prefix}.location {geo}")
-        self.counter = f"+{prefix}.counter {tags}\r\n:"
-        self.size = f"+{prefix}.size {tags}\r\n:"
-        self.time = f"+{prefix}.time {tags}\r\n:"
-        self.event = None if self.point is None else f"+!{prefix}.location {tags}{geo}\r\n:"
+            tags = _tags(record, longest=max(metrics, event + geo, key=len))
+        self.bulk = f"+{metrics}{tags}\r\n:"
+        self.event = None if self.point is None else f"+{event}{tags}{geo}\r\n:"
 
 
 def _location_parts(location: Location | None) -> tuple[str, str | None]:
