@@ -1,5 +1,6 @@
-"""``run(config)``: prepare the cache directory, then serve with uvicorn (uvloop + httptools),
-in-process or as ``--threads`` worker processes."""
+"""``run(config)``: prepare the cache directory, then serve with uvicorn (uvloop + httptools,
+with the request-head bound of :mod:`s3proxy.protocol`), in-process or as ``--threads``
+worker processes."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from s3proxy import logging as log
 from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, open_cache
 from s3proxy.config import Config, check_environment, default_cache_dir
 from s3proxy.exceptions import ConfigError
+from s3proxy.protocol import HeaderLimitProtocol
 from s3proxy.sinks import factory as sinks
 
 _logger = log.get_logger("s3proxy.server")
@@ -44,7 +46,8 @@ def run(config: Config) -> None:
         "host": config.host,
         "port": config.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # httptools, with heads over 64 KiB refused (431); workers import it by name.
+        "http": HeaderLimitProtocol,
         "log_config": None,
         "access_log": False,
         "server_header": False,

@@ -20,7 +20,8 @@ OWNERS = {
     "structlog": {"logging.py"},
     "moto": {"demo.py"},
     "boto3": {"demo.py"},
-    "uvicorn": {"server.py"},
+    # protocol.py extends uvicorn's HTTP protocol (the request-head bound); server.py runs it.
+    "uvicorn": {"server.py", "protocol.py"},
     "starlette": {"management.py"},
     "click": {"cli.py"},
     "prometheus_client": {"sinks/prometheus.py"},
