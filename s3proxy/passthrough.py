@@ -1,6 +1,7 @@
-"""Objects over ``--cache-max-object-size``: streamed from S3 as they arrive, never stored,
-in bounded memory. A single range is asked of S3 itself, with ``If-Match`` so its bytes come
-from the version the headers describe."""
+"""Bodies the cache does not store — objects over ``--cache-max-object-size``, and any object
+while the cache cannot write (a full disk) — streamed from S3 as they arrive, in bounded
+memory. A single range is asked of S3 itself, with ``If-Match`` so its bytes come from the
+version the headers describe."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from s3proxy.responses import range_headers, representation_headers
 
 
 async def send_direct(x: Exchange, fill: Fill, origin: Origin, ttl: int) -> None:
-    """Answer ``x`` for the oversized object ``fill`` found (its first S3 response, if this
-    request is the one that claims it)."""
+    """Answer ``x`` for the object ``fill`` found and will not store (``direct``, or its write
+    failed): with the fill's own S3 response if this request is the one that claims it, else
+    with a GET of its own."""
     obj = fill.claim()
     try:
         meta = fill.meta

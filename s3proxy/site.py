@@ -3,7 +3,8 @@ why it bypasses starlette's Request/Response).
 
 request -> key (:mod:`keys`) -> cache or single fill (:mod:`readthrough`) -> preconditions and
 range (:mod:`conditional`) -> render (:mod:`responses`), the state of each request in an
-:class:`~s3proxy.exchange.Exchange`. Objects too large to cache go to :mod:`passthrough`.
+:class:`~s3proxy.exchange.Exchange`. Bodies the cache does not store (too large, or the cache
+cannot write: a full disk) go to :mod:`passthrough`.
 Errors become responses here, in one place, before the response starts; after it has started
 they abort the connection.
 """
@@ -23,7 +24,7 @@ from s3proxy.cache import Entry
 from s3proxy.conditional import ByteRange, RangeKind, if_range_allows, parse_range
 from s3proxy.config import Config
 from s3proxy.encoding import compress, compressible, negotiate, variant_etag
-from s3proxy.exceptions import CacheError, OriginBodyError, OriginError, OriginTimeout
+from s3proxy.exceptions import CacheError, OriginError, OriginTimeout
 from s3proxy.exchange import Cors, Exchange, pick_headers, text
 from s3proxy.keys import (
     Key,
@@ -168,19 +169,21 @@ class Site:
             return await x.fail(503, "Service Unavailable", exc, key.key)
         if found.meta is None:
             return await x.respond_text(404, "Not Found")
-        if isinstance(found, Fill) and found.oversized:
-            return await send_direct(x, found, self.readthrough.origin, self.ttl)
         if isinstance(found, Fill) and (
             status != 200 or b"range" in x.headers or self._wants_variant(found, x.headers)
         ):
-            # A body still arriving: stream all of it, or wait for it if a range is asked.
+            # A body still arriving: stream all of it, or wait for it to be stored for a range,
+            # a compressed variant or an error page (unless it will not be stored).
             try:
-                found = await _wait_for(found)
+                stored = await found.stored()
             except OriginError as exc:
                 return await x.fail(502, "Bad Gateway", exc, key.key)
+            found = stored if stored is not None else found
         if status != 200:
-            assert isinstance(found, Entry)
             return await self._send_error_document(x, found, status)
+        if isinstance(found, Fill) and (found.direct or found.write_failed):
+            # Not stored: S3 streams it, as for objects over --cache-max-object-size.
+            return await send_direct(x, found, self.readthrough.origin, self.ttl)
         if isinstance(found, Fill) and found.entry is None:
             return await self._send_fill(x, found)
         entry = found.entry if isinstance(found, Fill) else found
@@ -218,10 +221,12 @@ class Site:
             # and the expired copy stands in (stale-if-error).
             x.cache = "revalidated" if fetched.stored_at >= now else "stale"
             return fetched
+        if isinstance(fetched, Fill) and fetched.entry is not None:
+            fetched = fetched.entry
+        elif isinstance(fetched, Fill) and fetched.direct:
+            return fetched  # send_direct counts the bytes it asks of S3
         if leader and fetched.meta is not None:
             x.origin_bytes += fetched.meta.size
-        if isinstance(fetched, Fill) and fetched.entry is not None:
-            return fetched.entry
         return fetched
 
     async def _fallback(self, key: Key, x: Exchange) -> bytes | tuple[Entry | Fill, int] | None:
@@ -254,9 +259,10 @@ class Site:
             return None
         return trailing_slash_location(x.scope["raw_path"], x.scope["query_string"])
 
-    async def _send_error_document(self, x: Exchange, page: Entry, status: int) -> None:
+    async def _send_error_document(self, x: Exchange, page: Entry | Fill, status: int) -> None:
         """The error page's body with ``status``: no validators, no ranges (it describes the
-        error, not the object asked for)."""
+        error, not the object asked for); a page still arriving or not stored is streamed as
+        it comes from S3."""
         meta = page.meta
         assert meta is not None
         ctype = content_type(page.key, meta).encode("latin-1")
@@ -269,6 +275,8 @@ class Site:
         x.mime = ctype
         if x.method == "HEAD":
             return await x.respond_empty(status, headers)
+        if isinstance(page, Fill):
+            return await x.respond_stream(status, headers, page.body())
         source = await self._open_body(page)
         return await x.respond_stream(status, headers, body_chunks(source, 0, meta.size))
 
@@ -421,12 +429,3 @@ class Site:
                     os.close(source)
 
         return await x.respond_stream(206, headers, body())
-
-
-async def _wait_for(fill: Fill) -> Entry:
-    """Wait until ``fill`` has stored its body (or failed: then raise)."""
-    async for _ in fill.body():
-        pass
-    if fill.entry is None:  # fetched and verified, but not stored (e.g. a full disk)
-        raise OriginBodyError(f"the body of {fill.key!r} could not be kept")
-    return fill.entry

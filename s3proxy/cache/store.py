@@ -57,11 +57,16 @@ class Writer:
         self.size = 0
 
     def write(self, chunk: bytes) -> None:
-        """Append ``chunk`` (blocking; called from a thread for large chunks)."""
+        """Append ``chunk`` (blocking; called from a thread for large chunks). Raises
+        :class:`CacheError` if the disk refuses it (full, over quota); part of the chunk may
+        then be in the file, beyond ``size``."""
         view = memoryview(chunk)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+        except OSError as exc:
+            raise CacheError(f"cannot write a cache file: {exc.strerror}") from None
         self.size += len(chunk)
 
     def close(self) -> None:
@@ -207,13 +212,24 @@ class Cache:
         if data is None:
             data = make(self._body(entry))
             if path is not None:
-                with contextlib.suppress(OSError):
-                    writer = Writer(self.objects, os.path.basename(path))
-                    writer.write(data)
-                    writer.close()
-                    os.replace(writer.tmp_path, writer.final_path)
-                    self._budget().add(len(data))
+                self._keep_variant_file(path, data)
         return data
+
+    def _keep_variant_file(self, path: str, data: bytes) -> None:
+        """Store a variant beside its body, atomically; if the disk refuses (full), keep
+        nothing, not even the temporary file: the variant is made again next time."""
+        try:
+            writer = Writer(self.objects, os.path.basename(path))
+        except OSError:
+            return
+        try:
+            writer.write(data)
+            writer.close()
+            os.replace(writer.tmp_path, writer.final_path)
+        except (OSError, CacheError):
+            writer.abort()
+            return
+        self._budget().add(len(data))
 
     def keep_variant(self, entry: Entry, coding: str, data: bytes) -> None:
         """Keep a variant in memory beside a body held there (event loop only: it moves the
@@ -287,7 +303,8 @@ class Cache:
             self._budget().add(meta.size - freed)
         except Exception as exc:
             writer.abort()
-            raise CacheError(f"cannot store {key!r}: {exc}") from None
+            reason = exc.strerror if isinstance(exc, OSError) else exc  # strerror: no paths
+            raise CacheError(f"cannot store {key!r}: {reason}") from None
         self._install(entry, body)
         return entry
 

@@ -1,0 +1,250 @@
+"""A cache that cannot store — a full disk, a quota — never costs a response: bodies stream
+from S3 uncached, nothing partial is left in the cache, and what is cached is still served.
+
+The failure is injected at the filesystem boundary of the one module that writes the cache's
+files, :mod:`s3proxy.cache.store`: its ``os`` is replaced by :class:`FullDisk`, which passes
+every call to the real ``os`` except the creation of, and writes to, temporary body files.
+(The tests run as root in CI, so permissions cannot make a directory unwritable, and mounting
+a small filesystem is not allowed there.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from s3proxy import readthrough
+from s3proxy.cache import object_hash, store
+from tests.servers import Fault, ProxyServer, S3Server
+
+StartProxy = Callable[..., ProxyServer]
+SIZE = 2_000_000  # above the memory tier: the body is read back from its file
+
+
+class FullDisk:
+    """Stands in for ``os`` in :mod:`s3proxy.cache.store`. With ``room=None`` no temporary
+    file can be created (ENOSPC, as when a directory needs a block the disk does not have);
+    with ``room=n``, writes to temporary files succeed for ``n`` bytes in all, then one short
+    write, then ENOSPC — what a filesystem that fills up does."""
+
+    def __init__(self, room: int | None, *, rename: bool = True) -> None:
+        self.room = room
+        self.rename = rename
+        self.created = 0
+        self._fds: set[int] = set()
+        self._lock = threading.Lock()  # large chunks are written from threads
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def open(self, path: Any, flags: int, mode: int = 0o777) -> int:
+        if not (str(path).endswith(".tmp") and flags & os.O_CREAT):
+            return os.open(path, flags, mode)
+        if self.room is None:
+            raise _enospc()
+        fd = os.open(path, flags, mode)
+        self._fds.add(fd)
+        self.created += 1
+        return fd
+
+    def write(self, fd: int, data: Any) -> int:
+        if fd not in self._fds or self.room is None:
+            return os.write(fd, data)
+        with self._lock:
+            if self.room == 0:
+                raise _enospc()
+            n = min(len(data), self.room)
+            self.room -= n
+        return os.write(fd, data[:n])
+
+    def close(self, fd: int) -> None:
+        self._fds.discard(fd)
+        os.close(fd)
+
+    def replace(self, src: str, dst: str) -> None:
+        if not self.rename and src.endswith(".tmp"):
+            raise _enospc()  # a directory that would have to grow
+        os.replace(src, dst)
+
+
+def _enospc() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class Warnings:
+    """Records the events ``s3proxy.readthrough`` logs at warning level."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
+
+
+@pytest.fixture
+def warnings(monkeypatch: pytest.MonkeyPatch) -> Warnings:
+    recorder = Warnings()
+    monkeypatch.setattr(readthrough, "_logger", recorder)
+    return recorder
+
+
+def _files(proxy: ProxyServer) -> list[str]:
+    return sorted(p.name for p in (Path(proxy.config.cache_dir) / "objects").iterdir())
+
+
+def _gets(s3: S3Server, bucket: str, key: str) -> list[dict[str, str]]:
+    return [h for m, p, h in s3.requests if m == "GET" and p == f"/{bucket}/{key}"]
+
+
+async def _get_many(url: str, n: int) -> list[httpx.Response]:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=n), timeout=20) as client:
+        return await asyncio.gather(*(client.get(url) for _ in range(n)))
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FullDisk]:
+    def fill_up(room: int | None, **kwargs: Any) -> FullDisk:
+        disk = FullDisk(room, **kwargs)
+        monkeypatch.setattr(store, "os", disk)
+        return disk
+
+    return fill_up
+
+
+def test_a_cache_that_cannot_create_files_passes_through(
+    s3: S3Server,
+    bucket: str,
+    put: Callable[..., None],
+    start_proxy: StartProxy,
+    full_disk: Callable[..., FullDisk],
+    warnings: Warnings,
+) -> None:
+    """With no room for a cache file, misses are 200s (206, 404 pages...) streamed from S3,
+    asked again each time, nothing is stored, hits are still served, and one warning with
+    the OS's reason is logged, not one per request."""
+    body = os.urandom(SIZE)
+    page = b"<p>" + b"x" * 4000 + b"</p>"  # compressible: a client asks for gzip
+    put("hot.bin", b"cached before")
+    put("big.bin", body)
+    put("page.html", page, ContentType="text/html")
+    put("404.html", b"<p>not here</p>", ContentType="text/html")
+    proxy = start_proxy(error_document="404.html")
+    with httpx.Client(base_url=proxy.url, timeout=10) as http:
+        assert http.get("/hot.bin").content == b"cached before"
+        cached = _files(proxy)
+        disk = full_disk(None)
+        for _ in range(2):
+            r = http.get("/big.bin")
+            assert r.status_code == 200 and r.content == body
+        assert len(_gets(s3, bucket, "big.bin")) == 2
+        ranged = http.get("/big.bin", headers={"range": "bytes=100-199"})
+        assert ranged.status_code == 206 and ranged.content == body[100:200]
+        html = http.get("/page.html", headers={"accept-encoding": "gzip"})
+        assert html.status_code == 200 and html.content == page
+        missing = http.get("/nope.html")
+        assert missing.status_code == 404 and missing.content == b"<p>not here</p>"
+        assert http.get("/hot.bin").content == b"cached before"
+    assert len(_gets(s3, bucket, "hot.bin")) == 1
+    assert _files(proxy) == cached and disk.created == 0
+    assert proxy.app.cache.get("big.bin") is None
+    assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
+    assert warnings.events[0][1]["error"] == "cannot create a cache file: No space left on device"
+
+
+def test_a_disk_that_fills_mid_body_still_serves_every_byte(
+    s3: S3Server,
+    bucket: str,
+    put: Callable[..., None],
+    start_proxy: StartProxy,
+    full_disk: Callable[..., FullDisk],
+    warnings: Warnings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When a write fails part way, every client waiting on the fill still gets the whole,
+    correct body (what the file held, then the rest asked of S3 with a Range and If-Match),
+    the partial file is removed and nothing is recorded; the next request passes through
+    without trying the cache, and once the retry interval is over objects are cached again."""
+    monkeypatch.setattr(readthrough, "STORE_RETRY", 1.0)
+    body = os.urandom(SIZE)
+    put("video.bin", body)
+    proxy = start_proxy()
+    etag = s3.client().head_object(Bucket=bucket, Key="video.bin")["ETag"]
+    disk = full_disk(300_000)
+    # Slow enough that all four clients join the fill and read its file before it fails.
+    s3.faults.append(Fault("/video.bin", delay=0.3, chunk_delay=0.02))
+    responses = asyncio.run(_get_many(f"{proxy.url}/video.bin", 4))
+    assert [r.status_code for r in responses] == [200] * 4
+    assert all(r.content == body for r in responses)
+    first, *rest = _gets(s3, bucket, "video.bin")
+    assert "range" not in first and 1 <= len(rest) <= 4
+    for resumed in rest:  # the file's bytes, then the rest of the same version from S3
+        offset = int(resumed.get("range", "bytes=0-").removeprefix("bytes=").rstrip("-"))
+        assert offset <= 300_000 and resumed["if-match"] == etag
+    assert disk.created == 1 and _files(proxy) == []
+    assert proxy.app.cache.get("video.bin") is None
+    assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
+    assert warnings.events[0][1]["error"] == "cannot write a cache file: No space left on device"
+
+    gets = len(_gets(s3, bucket, "video.bin"))
+    r = httpx.get(f"{proxy.url}/video.bin", timeout=10)
+    assert r.status_code == 200 and r.content == body
+    assert len(_gets(s3, bucket, "video.bin")) == gets + 1 and disk.created == 1
+
+    disk.room = 10 * SIZE  # space was freed
+    time.sleep(1.1)
+    assert httpx.get(f"{proxy.url}/video.bin", timeout=10).content == body
+    assert _files(proxy) == [object_hash(bucket, "video.bin")]
+    assert httpx.get(f"{proxy.url}/video.bin", timeout=10).content == body
+    assert len(_gets(s3, bucket, "video.bin")) == gets + 2
+
+
+def test_a_range_on_a_cold_key_survives_a_disk_that_fills(
+    s3: S3Server,
+    bucket: str,
+    put: Callable[..., None],
+    start_proxy: StartProxy,
+    full_disk: Callable[..., FullDisk],
+    warnings: Warnings,
+) -> None:
+    """A Range waits for the body to be stored; when the disk fills first, the range is asked
+    of S3 instead (a 206, not a 502)."""
+    body = os.urandom(SIZE)
+    put("video.bin", body)
+    proxy = start_proxy()
+    full_disk(300_000)
+    r = httpx.get(f"{proxy.url}/video.bin", headers={"range": "bytes=1500000-1500099"})
+    assert r.status_code == 206 and r.content == body[1_500_000:1_500_100]
+    assert r.headers["content-range"] == f"bytes 1500000-1500099/{SIZE}"
+    assert _files(proxy) == []
+
+
+def test_a_commit_that_fails_keeps_nothing_and_serves_the_body(
+    s3: S3Server,
+    bucket: str,
+    put: Callable[..., None],
+    start_proxy: StartProxy,
+    full_disk: Callable[..., FullDisk],
+    warnings: Warnings,
+) -> None:
+    """A body written whole whose rename into place fails is served complete from its file
+    (no second S3 GET), and neither the file nor an index record is left."""
+    body = os.urandom(SIZE)
+    put("video.bin", body)
+    proxy = start_proxy()
+    full_disk(10 * SIZE, rename=False)
+    r = httpx.get(f"{proxy.url}/video.bin", timeout=10)
+    assert r.status_code == 200 and r.content == body
+    assert len(_gets(s3, bucket, "video.bin")) == 1
+    assert _files(proxy) == [] and proxy.app.cache.get("video.bin") is None
+    ((event, fields),) = warnings.events
+    assert event == "cache_cannot_store"
+    assert fields["error"] == "cannot store 'video.bin': No space left on device"
