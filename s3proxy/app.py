@@ -94,7 +94,11 @@ class App:
         )
         self._stack.push_async_callback(readthrough.close)
         if sinks_wanted(config):
-            self.sinks = SinkClient(config)
+            timings = None
+            if config.prometheus:  # the S3 latency histogram
+                origin.keep_timings()
+                timings = origin.take_timings
+            self.sinks = SinkClient(config, timings)
             self.sinks.start()
             self._stack.push_async_callback(self.sinks.close)
         self.origin = origin

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +35,14 @@ from s3proxy.exceptions import (
     OriginTimeout,
 )
 from s3proxy.meta import ObjectMeta
+from s3proxy.record import Timing
 
 #: Attempts per GET (the first included) when no stale copy could stand in.
 RETRY_ATTEMPTS = 3
 #: Bytes asked of the body stream at a time.
 CHUNK_SIZE = 256 * 1024
+#: GetObject timings kept between two hand-overs to the metrics sinks, at most.
+MAX_TIMINGS = 10_000
 
 
 class Revalidated(enum.Enum):
@@ -151,6 +155,14 @@ def meta_from_response(response: dict[str, Any]) -> ObjectMeta:
     )
 
 
+def _outcome(exc: OriginError) -> str:
+    if isinstance(exc, ObjectNotFound):
+        return "not_found"
+    if isinstance(exc, OriginTimeout):
+        return "timeout"
+    return "error"
+
+
 class Origin:
     """A pooled S3 client for one bucket. Open with ``async with Origin(config)``."""
 
@@ -159,6 +171,21 @@ class Origin:
         self._config = config
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        #: Timings of GetObject calls since :meth:`take_timings`; ``None``: not kept.
+        self._timings: list[Timing] | None = None
+
+    def keep_timings(self) -> None:
+        """From now on, time every GetObject for :meth:`take_timings` (for Prometheus)."""
+        self._timings = []
+
+    def take_timings(self) -> list[Timing]:
+        """``(outcome, seconds)`` of each GetObject since the last call, at most
+        :data:`MAX_TIMINGS` of them. Outcomes: ``ok``, ``not_modified``, ``not_found``,
+        ``changed`` (If-Match failed), ``timeout``, ``error``."""
+        timings = self._timings or []
+        if self._timings is not None:
+            self._timings = []
+        return timings
 
     async def __aenter__(self) -> Origin:
         # Bounded retries with backoff for GETs (botocore's "standard" mode: up to
@@ -214,16 +241,25 @@ class Origin:
             params["Range"] = byte_range
         if if_match:
             params["IfMatch"] = if_match
+        started, outcome = time.perf_counter(), "error"
         try:
             with _translate_errors(key):
                 client = self._client if retry else self._fast_client
                 response = await client.get_object(**params)
+            outcome = "ok"
         except OriginError as exc:
             if if_none_match and exc.status == 304:
+                outcome = "not_modified"
                 return NOT_MODIFIED
             if if_match and exc.status == 412:
+                outcome = "changed"
                 raise ObjectChanged(key) from None
+            outcome = _outcome(exc)
             raise
+        finally:
+            timings = self._timings
+            if timings is not None and len(timings) < MAX_TIMINGS:
+                timings.append((outcome, time.perf_counter() - started))
         verify = _md5_verifiable(response) and not byte_range
         md5 = hashlib.md5(usedforsecurity=False) if verify else None
         return OriginObject(key, meta_from_response(response), response["Body"], md5)

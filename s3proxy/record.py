@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: What a worker's S3 client reports of each GetObject: its outcome and the seconds to S3's
+#: response headers, retries included (see :meth:`s3proxy.origin.Origin.take_timings`).
+Timing = tuple[str, float]
 
 
 @dataclass(slots=True)

@@ -51,9 +51,11 @@ from tests.sink_servers import AkumuliServer, wait_for
 def test_records_cross_the_boundary_intact(record: RequestRecord) -> None:
     """What the worker encodes, the child decodes to an equal record (alone, in a batch,
     with the worker's count of dropped records)."""
-    assert unbatch(batch(0, [row(record)])) == (0, [record])
-    assert unbatch(batch(7, [row(record)] * 3)) == (7, [record] * 3)
-    assert unbatch(batch(2, [])) == (2, [])
+    assert unbatch(batch(0, [row(record)])) == (0, [record], [])
+    assert unbatch(batch(7, [row(record)] * 3)) == (7, [record] * 3, [])
+    assert unbatch(batch(2, [])) == (2, [], [])
+    timings = [("ok", 0.0123), ("not_found", 0.5)]
+    assert unbatch(batch(0, [row(record)], timings)) == (0, [record], timings)
 
 
 @pytest.mark.parametrize(
@@ -65,8 +67,13 @@ def test_records_cross_the_boundary_intact(record: RequestRecord) -> None:
         marshal.dumps((1,)),
         marshal.dumps((1, 5)),
         marshal.dumps((1, [(1, 2)])),
+        marshal.dumps((1, [], [("ok",)])),
+        marshal.dumps((1, [], [("ok", "fast")])),
     ],
-    ids=["empty", "junk", "truncated", "short", "not-rows", "short-row"],
+    ids=[
+        *("empty", "junk", "truncated", "short", "not-rows", "short-row"),
+        *("short-timing", "bad-timing"),
+    ],
 )
 def test_a_malformed_batch_is_refused(message: bytes) -> None:
     """Anything but a batch raises the errors the child counts and skips."""

@@ -187,7 +187,8 @@ def test_the_proxy_serves_its_metrics(
     start_proxy: Callable[..., ProxyServer], put: Callable[..., None]
 ) -> None:
     """Through s3proxy with ``--prometheus true``: requests show up in the scrape of
-    ``/_proxy/_private/metrics`` (bearer token required), with the cache's size."""
+    ``/_proxy/_private/metrics`` (bearer token required), with the cache's size and the
+    time of each GetObject by outcome."""
     put("index.html", b"<h1>home</h1>", ContentType="text/html")
     proxy = start_proxy(prometheus=True)
     auth = {"authorization": "Bearer test-token"}
@@ -196,7 +197,7 @@ def test_the_proxy_serves_its_metrics(
         before = parse(client.get("/_proxy/_private/metrics", headers=auth).text)
         assert client.get("/").status_code == 200
         assert client.get("/").status_code == 200
-        assert client.get("/nothing-here").status_code == 404
+        assert client.get("/nothing-here.html").status_code == 404
 
         def scraped() -> Samples:
             answer = client.get("/_proxy/_private/metrics", headers=auth)
@@ -217,9 +218,21 @@ def test_the_proxy_serves_its_metrics(
 
         wait_for(lambda: requests("200") == 2, what="two 200s in the scrape")
         wait_for(lambda: requests("404") == 1, what="one 404 in the scrape")
+
+        def origin(outcome: str) -> float:
+            return delta(
+                scraped(), before, "s3proxy_origin_duration_seconds_count", outcome=outcome
+            )
+
+        # One GetObject each for the miss and the 404 (a name with an extension: no folder
+        # to look for); the hit asked S3 nothing.
+        wait_for(lambda: origin("ok") == 1, what="one timed GetObject")
+        wait_for(lambda: origin("not_found") == 1, what="one timed 404 from S3")
         after = scraped()
     assert after[("s3proxy_cache_entries", ())] >= 1
     assert after[("s3proxy_cache_bytes", ())] >= 13
+    took = delta(after, before, "s3proxy_origin_duration_seconds_sum", outcome="ok")
+    assert 0 < took < 10
 
 
 def test_observing_a_batch_equals_observing_each() -> None:

@@ -28,12 +28,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from s3proxy import logging as log
 from s3proxy.config import Config
-from s3proxy.record import RequestRecord
+from s3proxy.record import RequestRecord, Timing
 
 CONFIG_ENV = "_S3PROXY_SINK_CONFIG"
 #: Seconds between batches sent to the child (and the most a record waits in the worker).
@@ -62,19 +63,24 @@ def row(r: RequestRecord) -> Row:
     )  # fmt: skip
 
 
-def batch(dropped: int, rows: list[Row]) -> bytes:
-    """One message: ``(dropped, rows)``, where ``dropped`` counts the records the worker
-    could not hand over since its last message. :mod:`marshal` (C both ways, and private
-    to two processes of one interpreter): ~0.3 µs a record to write and ~0.5 µs to read,
-    where JSON lines took ~1 µs and ~2 µs."""
-    return marshal.dumps((dropped, rows))
+def batch(dropped: int, rows: list[Row], timings: Sequence[Timing] = ()) -> bytes:
+    """One message: ``(dropped, rows, timings)``, where ``dropped`` counts the records the
+    worker could not hand over since its last message and ``timings`` are its GetObject
+    timings since then (see :meth:`s3proxy.origin.Origin.take_timings`). :mod:`marshal` (C
+    both ways, and private to two processes of one interpreter): ~0.3 µs a record to write
+    and ~0.5 µs to read, where JSON lines took ~1 µs and ~2 µs."""
+    return marshal.dumps((dropped, rows, list(timings)))
 
 
-def unbatch(message: bytes) -> tuple[int, list[RequestRecord]]:
-    """The worker's ``dropped`` count and records from a :func:`batch` message; raises
-    :class:`ValueError`, :class:`EOFError` or :class:`TypeError` on anything else."""
-    dropped, rows = marshal.loads(message)
-    return int(dropped), [RequestRecord(*r) for r in rows]
+def unbatch(message: bytes) -> tuple[int, list[RequestRecord], list[Timing]]:
+    """The worker's ``dropped`` count, records and timings from a :func:`batch` message;
+    raises :class:`ValueError`, :class:`EOFError` or :class:`TypeError` on anything else."""
+    dropped, rows, timings = marshal.loads(message)
+    return (
+        int(dropped),
+        [RequestRecord(*r) for r in rows],
+        [(str(outcome), float(seconds)) for outcome, seconds in timings],
+    )
 
 
 def stats_path(config: Config, pid: int) -> Path:
@@ -84,8 +90,10 @@ def stats_path(config: Config, pid: int) -> Path:
 class SinkClient:
     """The worker's end: a :class:`~s3proxy.record.Recorder` that never blocks."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, timings: Callable[[], list[Timing]] | None = None) -> None:
+        """``timings``, if given, is called at each hand-over for the S3 timings to send."""
         self.config = config
+        self._timings = timings
         self.sent = self.dropped = 0
         self._rows: list[Row] = []
         self._size = 0
@@ -132,10 +140,11 @@ class SinkClient:
 
     def _flush(self) -> None:
         rows, self._rows, self._size = self._rows, [], 0
-        if (not rows and not self._unreported_drops) or self._sock is None:
+        timings = self._timings() if self._timings is not None else []
+        if (not rows and not timings and not self._unreported_drops) or self._sock is None:
             return
         try:
-            self._sock.send(batch(self._unreported_drops, rows))
+            self._sock.send(batch(self._unreported_drops, rows, timings))
         except (BlockingIOError, OSError):  # the child is behind (or gone): drop, count
             self.dropped += len(rows)
             self._unreported_drops += len(rows)
@@ -177,7 +186,7 @@ class SinkClient:
 
 async def _serve(sock: socket.socket, config: Config) -> None:
     from s3proxy.sinks.factory import build_sinks
-    from s3proxy.sinks.prometheus import count_sink_drop
+    from s3proxy.sinks.prometheus import count_sink_drop, observe_origin
 
     sinks = build_sinks(config)
     if sinks is None:
@@ -202,12 +211,14 @@ async def _serve(sock: socket.socket, config: Config) -> None:
                     done.set_result(None)
                 return
             try:
-                dropped, records = unbatch(data)
+                dropped, records, timings = unbatch(data)
             except (ValueError, EOFError, TypeError):
                 malformed += 1
                 continue
             if dropped and config.prometheus:
                 count_sink_drop("worker", dropped)
+            if timings and config.prometheus:
+                observe_origin(timings)
             received += len(records)
             sinks.emit_many(records)
 

@@ -44,6 +44,7 @@ class _Metrics:
     latency: Histogram
     sent_bytes: Counter
     origin_bytes: Counter
+    origin_latency: Histogram
     sink_dropped: Counter
 
 
@@ -62,6 +63,12 @@ def _metrics() -> _Metrics:
         ),
         sent_bytes=Counter("s3proxy_sent_bytes", "Body bytes sent to clients.", ["cache"]),
         origin_bytes=Counter("s3proxy_origin_bytes", "Body bytes fetched from S3."),
+        origin_latency=Histogram(
+            "s3proxy_origin_duration_seconds",
+            "Time from a GetObject to S3's response headers, retries included.",
+            ["outcome"],
+            buckets=LATENCY_BUCKETS,
+        ),
         sink_dropped=Counter(
             "s3proxy_sink_dropped_records", "Metrics records a sink dropped.", ["sink"]
         ),
@@ -121,6 +128,16 @@ def observe_many(histogram: Histogram, amounts: list[float]) -> None:
     for index, count in counts.items():
         buckets[index].inc(count)
     total.inc(math.fsum(amounts))
+
+
+def observe_origin(timings: list[tuple[str, float]]) -> None:
+    """Add the workers' GetObject timings (``(outcome, seconds)``) to the origin histogram."""
+    groups: dict[str, list[float]] = collections.defaultdict(list)
+    for outcome, seconds in timings:
+        groups[outcome].append(seconds)
+    histogram = _metrics().origin_latency
+    for outcome, amounts in groups.items():
+        observe_many(histogram.labels(outcome), amounts)
 
 
 def count_sink_drop(sink: str, n: int) -> None:
