@@ -89,6 +89,7 @@ class App:
             self.cache,
             origin,
             ttl=config.ttl,
+            honor_cache_control=config.honor_cache_control,
             max_object_size=config.cache_max_object_size,
             stale_if_error=config.stale_if_error,
         )

@@ -106,6 +106,16 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         },
     ),
     (
+        "honor-cache-control",
+        None,
+        None,
+        _boolean(
+            False,
+            "Freshness from each object's own Cache-Control (s-maxage, max-age, no-cache) "
+            "or Expires, with --ttl only for objects that have neither.",
+        ),
+    ),
+    (
         "cache-dir",
         "-d",
         "CACHE_DIR",

@@ -101,6 +101,7 @@ class Config:
     port: int = 8000
     threads: int = 1
     ttl: int = 300
+    honor_cache_control: bool = False
     cache_dir: str = field(default_factory=default_cache_dir)
     memory_cache_size: int = 64 * 1024 * 1024
     memory_object_size: int = 1024 * 1024

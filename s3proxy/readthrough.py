@@ -30,6 +30,7 @@ from s3proxy.exceptions import (
     OriginBodyError,
     OriginError,
 )
+from s3proxy.freshness import lifetime
 from s3proxy.meta import ObjectMeta
 from s3proxy.origin import NOT_MODIFIED, Origin, OriginObject
 
@@ -178,12 +179,14 @@ class ReadThrough:
         origin: Origin,
         *,
         ttl: int,
+        honor_cache_control: bool = False,
         max_object_size: int | None = None,
         stale_if_error: int = 0,
     ) -> None:
         self.cache = cache
         self.origin = origin
         self.ttl = ttl
+        self.honor_cache_control = honor_cache_control
         self.max_object_size = max_object_size
         self.stale_if_error = stale_if_error
         self._fills: dict[str, Fill] = {}
@@ -202,6 +205,12 @@ class ReadThrough:
         if entry is not None and entry.fresh(now):
             return entry
         return None
+
+    def expires_at(self, meta: ObjectMeta, now: float) -> float:
+        """When a copy of the object described by ``meta``, fetched ``now``, goes stale:
+        ``--ttl`` from now, or what the object's own headers say (:mod:`s3proxy.freshness`).
+        Remembered 404s always keep ``--ttl``."""
+        return now + lifetime(meta, self.ttl, now, honor=self.honor_cache_control)
 
     def in_flight(self, key: str) -> bool:
         """Whether a fill for ``key`` is running (a request joining it fetches nothing)."""
@@ -263,7 +272,9 @@ class ReadThrough:
         if result is NOT_MODIFIED:
             assert stale is not None
             now = time.time()
-            entry = await asyncio.to_thread(self.cache.refresh, stale, now, now + self.ttl)
+            assert stale.meta is not None
+            expires_at = self.expires_at(stale.meta, now)
+            entry = await asyncio.to_thread(self.cache.refresh, stale, now, expires_at)
             fill.headers.set_result(entry)
             return
         assert isinstance(result, OriginObject)
@@ -301,7 +312,7 @@ class ReadThrough:
             body = await self._write_body(fill, obj, writer)
             now = time.time()
             fill.entry = self.cache.commit(
-                writer, fill.key, obj.meta, now, now + self.ttl, generation, body
+                writer, fill.key, obj.meta, now, self.expires_at(obj.meta, now), generation, body
             )
         except CacheError as exc:
             writer.abort()

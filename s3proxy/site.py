@@ -284,8 +284,9 @@ class Site:
         """A body still arriving from S3, streamed as it comes (whole, identity)."""
         meta = fill.meta
         assert meta is not None
+        expires_at = self.readthrough.expires_at(meta, x.now)
         rep = representation_headers(
-            Entry(fill.key, meta, x.now, x.now + self.ttl), self.ttl, self.compress
+            Entry(fill.key, meta, x.now, expires_at), self.ttl, self.compress
         )
         x.mime = rep[0][1]
         decided = x.preconditions(meta, rep)

@@ -313,3 +313,43 @@ def test_disk_cache_stays_under_its_bound(
     gets_before = s3.gets(bucket, "obj1.bin")
     assert httpx.get(f"{proxy.url}/obj1.bin").content == bytes([1]) * size
     assert s3.gets(bucket, "obj1.bin") == gets_before + 1
+
+
+@pytest.mark.parametrize(
+    ("honor", "ttl", "live_gets", "static_gets"),
+    [
+        pytest.param(False, 0, 3, 3, id="ttl-0-decides"),
+        pytest.param(False, 3600, 1, 1, id="ttl-3600-decides"),
+        pytest.param(True, 0, 3, 1, id="honoured-max-age-outlives-ttl"),
+        pytest.param(True, 3600, 3, 1, id="honoured-no-cache-beats-ttl"),
+    ],
+)
+def test_honor_cache_control_lets_each_object_set_its_freshness(
+    honor: bool,
+    ttl: int,
+    live_gets: int,
+    static_gets: int,
+    s3: S3Server,
+    put: Callable[..., None],
+    start_proxy: Callable[..., ProxyServer],
+) -> None:
+    """With ``--honor-cache-control``, an object stored with ``Cache-Control: no-cache`` is
+    checked with S3 (If-None-Match) on every request and one with ``max-age=3600`` is not,
+    whatever ``--ttl`` says; without it, ``--ttl`` alone decides. Clients get the object's
+    own Cache-Control either way."""
+    put("live.json", b'{"v": 1}', ContentType="application/json", CacheControl="no-cache")
+    put("app.css", b"a{}", ContentType="text/css", CacheControl="max-age=3600")
+    proxy = start_proxy(ttl=ttl, honor_cache_control=honor)
+    with httpx.Client(base_url=proxy.url, timeout=10) as client:
+        for _ in range(3):
+            live, static = client.get("/live.json"), client.get("/app.css")
+            assert (live.status_code, live.content) == (200, b'{"v": 1}')
+            assert (static.status_code, static.content) == (200, b"a{}")
+            assert live.headers["cache-control"] == "no-cache"
+            assert static.headers["cache-control"] == "max-age=3600"
+
+    def gets(name: str) -> list[dict[str, str]]:
+        return [h for m, p, h in s3.requests if m == "GET" and p.endswith(name)]
+
+    assert (len(gets("/live.json")), len(gets("/app.css"))) == (live_gets, static_gets)
+    assert all("if-none-match" in h for h in gets("/live.json")[1:])
