@@ -22,7 +22,7 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import maxminddb
 from mmdb_writer import MMDBWriter
@@ -30,7 +30,7 @@ from netaddr import IPSet
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from tests.mongo_server import LoopThread
+from tests.sink_servers import LoopServer
 
 
 def _place(
@@ -121,8 +121,10 @@ def build_mmdb(path: Path) -> Path:
     return path
 
 
-class MmdbWsServer:
+class MmdbWsServer(LoopServer):
     """The mmdb-ws stand-in on ``ws://127.0.0.1:<port>/``; ``queries`` lists what it got."""
+
+    thread_name = "fake-mmdb-ws"
 
     def __init__(self, database: Path) -> None:
         self.reader = maxminddb.open_database(str(database))
@@ -131,27 +133,13 @@ class MmdbWsServer:
         #: Seconds to wait before each answer.
         self.delay = 0.0
         self.queries: list[str] = []
-        self._thread: LoopThread | None = None
         self._server: Server | None = None
 
     @contextlib.contextmanager
-    def running(self) -> Iterator[MmdbWsServer]:
-        self._thread = LoopThread("fake-mmdb-ws")
-        try:
-            self.start()
+    def running(self) -> Iterator[Self]:
+        """:meth:`LoopServer.running`, then the database file closed."""
+        with contextlib.closing(self.reader), super().running():
             yield self
-        finally:
-            self.stop()
-            self._thread.close()
-            self.reader.close()
-
-    def start(self) -> None:
-        assert self._thread is not None, "use running()"
-        self._thread.call(self._start())
-
-    def stop(self) -> None:
-        assert self._thread is not None, "use running()"
-        self._thread.call(self._stop())
 
     async def _start(self) -> None:
         self._server = await serve(self._session, "127.0.0.1", self.port, compression=None)

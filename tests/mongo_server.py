@@ -32,17 +32,18 @@ connection); :meth:`MongoServer.start` brings it back on the same port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import itertools
 import struct
 import threading
-from collections.abc import Coroutine, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import bson
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
+
+from tests.sink_servers import LoopServer
 
 OP_REPLY, OP_QUERY, OP_COMPRESSED, OP_MSG = 1, 2004, 2012, 2013
 CHECKSUM_PRESENT, MORE_TO_COME = 1 << 0, 1 << 1
@@ -52,24 +53,6 @@ CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True)
 #: Documents left as bytes: reading a command's first field and counting its documents
 #: decodes none of them.
 RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
-T = TypeVar("T")
-
-
-class LoopThread:
-    """An asyncio event loop running in a daemon thread; :meth:`call` runs a coroutine on it."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        self.loop.close()
 
 
 def crc32c(data: bytes) -> int:
@@ -141,11 +124,13 @@ def op_reply_body(doc: dict[str, Any]) -> bytes:
     return struct.pack("<iqii", 0, 0, 0, 1) + bson.encode(doc)
 
 
-class MongoServer:
+class MongoServer(LoopServer):
     """The fake server on ``127.0.0.1:<port>``; see the module docstring.
 
     ``documents`` and ``indexes`` are keyed by namespace (``db.collection``); ``commands``
     lists every command name received, in order."""
+
+    thread_name = "fake-mongo"
 
     def __init__(self, deferred: bool = False) -> None:
         self.deferred = deferred
@@ -168,7 +153,6 @@ class MongoServer:
         self.connections = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
-        self._thread: LoopThread | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -181,30 +165,12 @@ class MongoServer:
         with self._lock:
             return list(self.documents.get(namespace, ()))
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[MongoServer]:
-        self._thread = LoopThread("fake-mongo")
-        try:
-            self.start()
-            yield self
-        finally:
-            self.stop()
-            self._thread.close()
-
-    def start(self) -> None:
-        assert self._thread is not None, "use running()"
-        self._thread.call(self._start())
-
-    def stop(self) -> None:
-        """Kill the server: stop listening and drop every connection, mid-command or not."""
-        assert self._thread is not None, "use running()"
-        self._thread.call(self._stop())
-
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:
+        """Kill the server: stop listening and abort every connection, mid-command or not."""
         if self._server is not None:
             self._server.close()
             for writer in list(self._writers):

@@ -1,6 +1,8 @@
 """Servers the metrics sinks write to, for the tests: strict fakes of Akumuli's TCP write
 endpoint and of a line-protocol TCP listener (QuestDB, Telegraf), and the real InfluxDB 1.x
-(``influxd``) on a free loopback port.
+(``influxd``) on a free loopback port; and what every sink test shares: the records they
+send (:func:`make_record`), waiting (:func:`wait_for`, :func:`eventually`), and the event
+loop thread every fake server runs on (:class:`LoopThread`, :class:`LoopServer`).
 
 The fakes run an asyncio server in their own thread, so tests can drive the sinks with
 ``asyncio.run`` or through s3proxy under uvicorn alike. They decode what they receive with
@@ -22,13 +24,48 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, TypeVar
 
 from s3proxy.record import RequestRecord
+from s3proxy.sinks.base import Sinks
 from tests.servers import free_port
+
+T = TypeVar("T")
+
+
+def make_record(**overrides: Any) -> RequestRecord:
+    """The record every sink test starts from: a cache hit of ``GET /index.html`` from
+    203.0.113.7, started now, answered 200 with 2950 bytes of ``text/html`` in 1234 µs;
+    not compressed, no bytes from S3, no location. ``overrides`` replace any of these by
+    field name; a test passes every value its assertions depend on that differs from these."""
+    record = RequestRecord(
+        timestamp=time.time(),
+        method="GET",
+        resource="/index.html",
+        mime_type="text/html",
+        ip="203.0.113.7",
+        size=2950,
+        duration_us=1234,
+        status=200,
+        compressed=False,
+        cache="hit",
+        origin_bytes=0,
+        location=None,
+    )
+    return replace(record, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def started(sinks: Sinks) -> AsyncIterator[Sinks]:
+    """``sinks`` started, and closed however the block ends."""
+    await sinks.start()
+    try:
+        yield sinks
+    finally:
+        await sinks.close()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
@@ -48,6 +85,59 @@ async def eventually(condition: Callable[[], bool], what: str = "", limit: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         await asyncio.sleep(0.01)
+
+
+class LoopThread:
+    """An asyncio event loop running in a daemon thread; :meth:`call` runs a coroutine on it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+
+class LoopServer:
+    """A fake server on its own :class:`LoopThread`: :meth:`running` starts it and, however
+    the block ends, stops it and ends the thread; inside, :meth:`stop` kills it and
+    :meth:`start` brings it back on the same port. Subclasses write the ``_start`` coroutine
+    (which listens on ``self.port``, 0 at first, and keeps the port it got) and ``_stop``."""
+
+    thread_name = "fake-server"
+    _thread: LoopThread | None = None
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[Self]:
+        self._thread = LoopThread(self.thread_name)
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+            self._thread.close()
+
+    def start(self) -> None:
+        assert self._thread is not None, "use running()"
+        self._thread.call(self._start())
+
+    def stop(self) -> None:
+        """Stop the server: it stops listening and ends every connection (``_stop`` says how
+        abruptly)."""
+        assert self._thread is not None, "use running()"
+        self._thread.call(self._stop())
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def _stop(self) -> None:
+        raise NotImplementedError
 
 
 class ListSink:
@@ -93,22 +183,22 @@ class ThreadedServer:
         self.connections = 0
         self.errors: list[str] = []
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread: LoopThread | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[None]] = set()
 
-    def __enter__(self) -> ThreadedServer:
-        self._thread.start()
+    def __enter__(self) -> Self:
+        self._thread = LoopThread(f"fake-{type(self).__name__}")
         self.restart()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.kill()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
-        self._loop.close()
+        assert self._thread is not None
+        try:
+            self.kill()
+        finally:
+            self._thread.close()
 
     def restart(self) -> None:
         """Listen (again, on the same port after :meth:`kill`)."""
@@ -118,8 +208,9 @@ class ThreadedServer:
         """Stop listening and drop every connection, as a crashed server would."""
         self._call(self._shutdown())
 
-    def _call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
+        assert self._thread is not None, "use the server in a with block"
+        return self._thread.call(coro, timeout)
 
     async def _listen(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -185,7 +276,7 @@ class ThreadedServer:
 
     def decode_deferred(self, timeout: float = 300.0) -> None:
         """Hand what arrived so far to the decoders and wait until they have read it all."""
-        asyncio.run_coroutine_threadsafe(self._decode_arrived(), self._loop).result(timeout)
+        self._call(self._decode_arrived(), timeout)
 
     async def _decode_arrived(self) -> None:
         with self._lock:

@@ -14,11 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from s3proxy.record import RequestRecord
 from s3proxy.sinks.akumuli import MAX_SERIES_NAME, AkumuliSink, iso_time
 from s3proxy.sinks.base import Sinks
 from tests.servers import ProxyServer
-from tests.sink_servers import AkumuliServer, eventually, wait_for
+from tests.sink_servers import AkumuliServer, eventually, make_record, wait_for
 
 
 @pytest.fixture
@@ -28,21 +27,6 @@ def akumuli() -> Iterator[AkumuliServer]:
 
 
 pytestmark = pytest.mark.usefixtures("quick_backoff")
-
-
-def record(**overrides: Any) -> RequestRecord:
-    fields: dict[str, Any] = {
-        "timestamp": time.time(),
-        "method": "GET",
-        "resource": "/index.html",
-        "mime_type": "text/html",
-        "ip": "203.0.113.7",
-        "size": 2950,
-        "duration_us": 1234,
-        "status": 200,
-        "cache": "hit",
-    }
-    return RequestRecord(**{**fields, **overrides})
 
 
 def run(scenario: Callable[[], Any]) -> Any:
@@ -55,7 +39,7 @@ def test_each_request_is_a_counter_a_size_and_a_time(akumuli: AkumuliServer) -> 
     async def scenario() -> None:
         sinks = Sinks([AkumuliSink("127.0.0.1", akumuli.port, "request")])
         await sinks.start()
-        sinks.emit(record())
+        sinks.emit(make_record())
         await eventually(lambda: len(akumuli.points) == 3)
         await sinks.close()
 
@@ -83,9 +67,9 @@ def test_tag_values_are_sanitised_and_long_resources_cut(akumuli: AkumuliServer)
     resource; a huge path is cut so the series stays under Akumuli's 1 KiB; no mime type,
     no ``mimeType`` tag; media type parameters are dropped."""
     records = [
-        record(resource="/a b=c\r\nd.html?x=1", mime_type="text/html; charset=utf-8"),
-        record(resource="/" + "x" * 5000, mime_type=""),
-        record(resource="/caf\xe9 menu.pdf", method="PROPFIND", ip="::1"),
+        make_record(resource="/a b=c\r\nd.html?x=1", mime_type="text/html; charset=utf-8"),
+        make_record(resource="/" + "x" * 5000, mime_type=""),
+        make_record(resource="/caf\xe9 menu.pdf", method="PROPFIND", ip="::1"),
     ]
 
     async def scenario() -> None:
@@ -129,8 +113,8 @@ def test_location_is_the_originals_geojson_event(akumuli: AkumuliServer) -> None
     async def scenario() -> None:
         sinks = Sinks([AkumuliSink("127.0.0.1", akumuli.port, "web")])
         await sinks.start()
-        sinks.emit(record(location=location))
-        sinks.emit(record(location={"city": "Nowhere"}))
+        sinks.emit(make_record(location=location))
+        sinks.emit(make_record(location={"city": "Nowhere"}))
         await eventually(lambda: len(akumuli.points) == 7)
         await sinks.close()
 
@@ -156,12 +140,12 @@ def test_reused_series_text_follows_each_records_own_fields(akumuli: AkumuliServ
     here = {"city": "Oslo", "country_iso_code": "NO", "latitude": "59.9", "longitude": "10.7"}
     there = {**here, "city": "Bergen", "latitude": "60.4"}
     records = [
-        record(location=here),
-        record(location=there),
-        record(),
-        record(location=here, resource="/a b.html", status=404),
-        record(location=here, mime_type="", ip="::1"),
-        record(location=there, resource="/" + "y" * 3000),
+        make_record(location=here),
+        make_record(location=there),
+        make_record(),
+        make_record(location=here, resource="/a b.html", status=404),
+        make_record(location=here, mime_type="", ip="::1"),
+        make_record(location=there, resource="/" + "y" * 3000),
     ] * 2
 
     async def scenario() -> None:
@@ -204,7 +188,7 @@ def test_a_burst_of_identical_requests_is_never_a_late_write(akumuli: AkumuliSer
         sinks = Sinks([AkumuliSink("127.0.0.1", akumuli.port, "request")])
         await sinks.start()
         for _ in range(2000):
-            sinks.emit(record())
+            sinks.emit(make_record())
         await eventually(lambda: len(akumuli.points) == 6000)
         await sinks.close()
 
@@ -221,14 +205,14 @@ def test_an_error_line_makes_the_sink_reconnect(akumuli: AkumuliServer) -> None:
     async def scenario() -> dict[str, int]:
         sinks = Sinks([AkumuliSink("127.0.0.1", akumuli.port, "request")])
         await sinks.start()
-        sinks.emit(record())
+        sinks.emit(make_record())
         await eventually(lambda: len(akumuli.points) == 3)
         akumuli.fail_next = b"-DB late write\r\n"
-        sinks.emit(record(resource="/refused.html"))
+        sinks.emit(make_record(resource="/refused.html"))
         await asyncio.sleep(0.1)  # the error arrives while the sink is idle
-        sinks.emit(record(resource="/lost.html"))
+        sinks.emit(make_record(resource="/lost.html"))
         await eventually(lambda: sinks.stats()["akumuli"]["failures"] == 1)
-        sinks.emit(record(resource="/after.html"))
+        sinks.emit(make_record(resource="/after.html"))
         await eventually(lambda: any(p.tags["resource"] == "/after.html" for p in akumuli.points))
         stats = sinks.stats()["akumuli"]
         await sinks.close()
@@ -247,16 +231,16 @@ def test_a_killed_server_costs_records_but_never_an_exception(akumuli: AkumuliSe
     async def scenario() -> dict[str, int]:
         sinks = Sinks([AkumuliSink("127.0.0.1", akumuli.port, "request")])
         await sinks.start()
-        sinks.emit(record(resource="/before.html"))
+        sinks.emit(make_record(resource="/before.html"))
         await eventually(lambda: len(akumuli.points) == 3)
         await asyncio.to_thread(akumuli.kill)
         for _ in range(5):
-            sinks.emit(record(resource="/during.html"))
+            sinks.emit(make_record(resource="/during.html"))
             await asyncio.sleep(0.05)
         await eventually(lambda: sinks.stats()["akumuli"]["dropped"] >= 1)
         await asyncio.to_thread(akumuli.restart)
         await asyncio.sleep(0.3)  # the runner's next attempt connects
-        sinks.emit(record(resource="/after.html"))
+        sinks.emit(make_record(resource="/after.html"))
         await eventually(lambda: any(p.tags["resource"] == "/after.html" for p in akumuli.points))
         assert all(not runner._task.done() for runner in sinks.runners)  # type: ignore[union-attr]
         stats = sinks.stats()["akumuli"]
@@ -277,7 +261,7 @@ def test_no_server_at_all_only_drops(akumuli: AkumuliServer) -> None:
         sinks = Sinks([AkumuliSink("127.0.0.1", akumuli.port, "request")], queue_size=3)
         await sinks.start()
         for _ in range(10):
-            sinks.emit(record())
+            sinks.emit(make_record())
         await asyncio.sleep(0.2)
         stats = sinks.stats()["akumuli"]
         started = time.monotonic()

@@ -4,15 +4,10 @@ cache without a lookup, and the per-location memo the encoders use."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from s3proxy.record import RequestRecord
 from s3proxy.sinks.base import Location, LocationMemo, SinkRunner, Sinks
-from tests.sink_servers import ListSink
-
-
-def record(ip: str = "198.51.100.7", size: int = 0) -> RequestRecord:
-    return RequestRecord(time.time(), "GET", "/", "text/html", ip, size, 10, 200)
+from tests.sink_servers import ListSink, make_record
 
 
 class KnownAddresses:
@@ -38,9 +33,9 @@ class KnownAddresses:
 def test_a_full_queue_takes_what_fits_and_counts_the_rest() -> None:
     drops: list[tuple[str, int]] = []
     runner = SinkRunner(ListSink(), queue_size=3, on_drop=lambda name, n: drops.append((name, n)))
-    runner.offer(record(size=0))
-    runner.offer_many([record(size=n) for n in range(1, 5)])
-    runner.offer_many([record(size=9)])
+    runner.offer(make_record(size=0))
+    runner.offer_many([make_record(size=n) for n in range(1, 5)])
+    runner.offer_many([make_record(size=9)])
     assert [r.size for r in runner.queue] == [0, 1, 2]
     assert runner.dropped == 3 and drops == [("list", 2), ("list", 1)]
 
@@ -54,7 +49,11 @@ def test_known_addresses_are_located_at_once_and_the_rest_after_a_lookup() -> No
 
     async def scenario() -> None:
         sinks = Sinks([sink], enricher=enricher)
-        batch = [record("198.51.100.7"), record("203.0.113.9"), record("10.0.0.1")]
+        batch = [
+            make_record(ip="198.51.100.7"),
+            make_record(ip="203.0.113.9"),
+            make_record(ip="10.0.0.1"),
+        ]
         sinks.emit_many(batch)
         assert batch[0].location is oslo and batch[2].location is None
         assert [r.ip for r in sinks.runners[0].queue] == ["198.51.100.7", "10.0.0.1"]
@@ -76,7 +75,7 @@ def test_too_many_waiting_records_go_on_without_a_location() -> None:
 
     async def scenario() -> Sinks:
         sinks = Sinks([ListSink()], queue_size=4, enricher=enricher)
-        sinks.emit_many([record(f"203.0.113.{n}") for n in range(10)])
+        sinks.emit_many([make_record(ip=f"203.0.113.{n}") for n in range(10)])
         return sinks
 
     sinks = asyncio.run(scenario())

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -34,7 +33,7 @@ from s3proxy.sinks.mongo import MongoSink
 from tests.geo_servers import OKLAHOMA_LOCATION, MmdbWsServer, build_mmdb
 from tests.mongo_server import MongoServer
 from tests.servers import ProxyServer, free_port
-from tests.sink_servers import ListSink, eventually
+from tests.sink_servers import ListSink, eventually, make_record, started
 
 OKLAHOMA, LONDON, TOKYO, UNKNOWN = "184.105.163.155", "81.2.69.142", "2001:218::7", "8.8.8.8"
 
@@ -56,35 +55,13 @@ def mongo() -> Iterator[MongoServer]:
         yield server
 
 
-def record(ip: str) -> RequestRecord:
-    return RequestRecord(
-        timestamp=time.time(),
-        method="GET",
-        resource="/",
-        mime_type="text/html",
-        ip=ip,
-        size=10,
-        duration_us=100,
-        status=200,
-    )
-
-
-@contextlib.asynccontextmanager
-async def started(sinks: Sinks) -> AsyncIterator[Sinks]:
-    await sinks.start()
-    try:
-        yield sinks
-    finally:
-        await sinks.close()
-
-
 async def through(enricher: Enricher, ips: list[str], limit: float = 10.0) -> list[RequestRecord]:
     """Send one record per address through ``Sinks`` with ``enricher``; what came out, in
     the order sent (records waiting for a lookup come out after those that did not)."""
     sink = ListSink()
     async with started(Sinks([sink], enricher=enricher)) as sinks:
         for n, ip in enumerate(ips):
-            sinks.emit(replace(record(ip), size=n))
+            sinks.emit(make_record(ip=ip, size=n))
         await eventually(lambda: len(sink.records) == len(ips), limit=limit)
     return sorted(sink.records, key=lambda r: r.size)
 
@@ -195,7 +172,7 @@ def test_records_reach_mongo_with_location(mmdb_ws: MmdbWsServer, mongo: MongoSe
         enricher = MmdbWsEnricher("127.0.0.1", mmdb_ws.port)
         async with started(Sinks([sink], enricher=enricher)) as sinks:
             for ip in (OKLAHOMA, "172.16.5.4", LONDON):
-                sinks.emit(record(ip))
+                sinks.emit(make_record(ip=ip))
             await eventually(lambda: sinks.runners[0].sent == 3)
 
     asyncio.run(scenario())
@@ -238,13 +215,13 @@ def test_a_cancelled_lookup_does_not_answer_the_next_one(mmdb_ws: MmdbWsServer) 
 
     async def scenario() -> RequestRecord:
         enricher = MmdbWsEnricher("127.0.0.1", mmdb_ws.port, timeout=2)
-        lookup = asyncio.create_task(enricher.enrich(record(OKLAHOMA)))
+        lookup = asyncio.create_task(enricher.enrich(make_record(ip=OKLAHOMA)))
         await eventually(lambda: mmdb_ws.queries == [OKLAHOMA])
         lookup.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lookup
         mmdb_ws.delay = 0
-        london = record(LONDON)
+        london = make_record(ip=LONDON)
         await enricher.enrich(london)
         await enricher.close()
         return london
@@ -258,7 +235,7 @@ def test_the_ws_enricher_reconnects_after_a_restart(mmdb_ws: MmdbWsServer) -> No
 
     async def scenario() -> list[RequestRecord]:
         enricher = MmdbWsEnricher("127.0.0.1", mmdb_ws.port)
-        first, down, up = record(OKLAHOMA), record(LONDON), record(LONDON)
+        first, down, up = make_record(ip=OKLAHOMA), make_record(ip=LONDON), make_record(ip=LONDON)
         await enricher.enrich(first)
         await asyncio.to_thread(mmdb_ws.stop)
         await enricher.enrich(down)

@@ -5,7 +5,6 @@ Telegraf's way; neither is packaged for Debian or PyPI), and over HTTP to the re
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from tests.sink_servers import (
     LinePoint,
     LineProtocolServer,
     eventually,
+    make_record,
     parse_line,
     wait_for,
 )
@@ -54,21 +54,6 @@ def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB]:
         yield server
 
 
-def record(**overrides: Any) -> RequestRecord:
-    fields: dict[str, Any] = {
-        "timestamp": time.time(),
-        "method": "GET",
-        "resource": "/index.html",
-        "mime_type": "text/html; charset=utf-8",
-        "ip": "203.0.113.7",
-        "size": 2950,
-        "duration_us": 1234,
-        "status": 200,
-        "cache": "hit",
-    }
-    return RequestRecord(**{**fields, **overrides})
-
-
 async def deliver(sink: LineProtocolSink, records: list[RequestRecord], arrived: Any) -> None:
     """Emit ``records`` through :class:`Sinks` and wait until ``arrived()`` holds."""
     sinks = Sinks([sink])
@@ -97,7 +82,9 @@ LOCATION = {
 def test_each_request_is_one_line(listener: LineProtocolServer) -> None:
     """A record becomes one line: the series, the request's tags, typed fields and the
     request's start in nanoseconds."""
-    r = record(compressed=True, origin_bytes=4096, cache="miss")
+    r = make_record(
+        mime_type="text/html; charset=utf-8", compressed=True, origin_bytes=4096, cache="miss"
+    )
     sink = LineProtocolSink("127.0.0.1", listener.port, "request")
     asyncio.run(deliver(sink, [r], lambda: len(listener.points) == 1))
     assert listener.points == [
@@ -122,7 +109,7 @@ def test_special_characters_survive_the_strict_parser(listener: LineProtocolServ
     """Commas, spaces, ``=``, quotes, backslashes, newlines and non-ASCII in tags, and a
     series name with a space and a comma, are escaped so the line parses back exactly
     (a backslash as ``%5C``, a control character as ``_``)."""
-    r = record(resource=TRICKY, mime_type="", method="M-SEARCH", ip="2001:db8::1")
+    r = make_record(resource=TRICKY, mime_type="", method="M-SEARCH", ip="2001:db8::1")
     sink = LineProtocolSink("127.0.0.1", listener.port, "web requests,v2")
     asyncio.run(deliver(sink, [r], lambda: len(listener.points) == 1))
     (point,) = listener.points
@@ -136,7 +123,7 @@ def test_special_characters_survive_the_strict_parser(listener: LineProtocolServ
 def test_location_is_tags_and_float_coordinates(listener: LineProtocolServer) -> None:
     """GeoIP data adds the original's location tags and float latitude/longitude fields."""
     sink = LineProtocolSink("127.0.0.1", listener.port, "request")
-    records = [record(location=LOCATION), record(location={"latitude": "x", "city": ""})]
+    records = [make_record(location=LOCATION), make_record(location={"latitude": "x", "city": ""})]
     asyncio.run(deliver(sink, records, lambda: len(listener.points) == 2))
     located, unlocated = listener.points
     assert located.tags["city"] == "São Paulo" and located.tags["country_iso_code"] == "BR"
@@ -153,12 +140,12 @@ def test_reused_series_text_follows_each_records_own_fields(
     included) each come out with exactly their own tags, as encoding them alone gives."""
     elsewhere = {**LOCATION, "city": "Rio de Janeiro", "latitude": -22.9}
     records = [
-        record(location=LOCATION),
-        record(location=elsewhere),
-        record(),
-        record(location=LOCATION, resource="/b c.html?q=1", status=404),
-        record(location=LOCATION, cache="miss", mime_type=""),
-        record(location=elsewhere, ip="2001:db8::1", method="HEAD"),
+        make_record(location=LOCATION),
+        make_record(location=elsewhere),
+        make_record(),
+        make_record(location=LOCATION, resource="/b c.html?q=1", status=404),
+        make_record(location=LOCATION, cache="miss", mime_type=""),
+        make_record(location=elsewhere, ip="2001:db8::1", method="HEAD"),
     ] * 2
     sink = LineProtocolSink("127.0.0.1", listener.port, "request")
     asyncio.run(deliver(sink, records, lambda: len(listener.points) == len(records)))
@@ -179,16 +166,16 @@ def test_a_killed_listener_costs_records_but_never_an_exception(
     async def scenario() -> dict[str, int]:
         sinks = Sinks([LineProtocolSink("127.0.0.1", listener.port, "request")])
         await sinks.start()
-        sinks.emit(record(resource="/before"))
+        sinks.emit(make_record(resource="/before"))
         await eventually(lambda: len(listener.points) == 1)
         await asyncio.to_thread(listener.kill)
         for _ in range(5):
-            sinks.emit(record(resource="/during"))
+            sinks.emit(make_record(resource="/during"))
             await asyncio.sleep(0.05)
         await eventually(lambda: sinks.stats()["ilp"]["dropped"] >= 1)
         await asyncio.to_thread(listener.restart)
         await asyncio.sleep(0.3)
-        sinks.emit(record(resource="/after"))
+        sinks.emit(make_record(resource="/after"))
         await eventually(lambda: any(p.tags["resource"] == "/after" for p in listener.points))
         stats = sinks.stats()["ilp"]
         await sinks.close()
@@ -258,8 +245,8 @@ def test_influxdb_stores_what_was_written(influxdb: InfluxDB) -> None:
     """InfluxDB takes every line and gives back the same tags, field types, values and
     nanosecond timestamps, special characters included."""
     records = [
-        record(compressed=True, origin_bytes=7),
-        record(resource=TRICKY, status=404, cache="-", duration_us=5, location=LOCATION),
+        make_record(mime_type="text/html; charset=utf-8", compressed=True, origin_bytes=7),
+        make_record(resource=TRICKY, status=404, cache="-", duration_us=5, location=LOCATION),
     ]
     sink = LineProtocolSink(f"{influxdb.url}/{DB}", 9009, "stored")
     asyncio.run(deliver(sink, records, lambda: len(influxdb.rows(DB, "stored")) == 2))
@@ -294,7 +281,7 @@ def test_influxdb_stores_what_was_written(influxdb: InfluxDB) -> None:
 def test_influxdb_write_url_with_a_retention_policy(influxdb: InfluxDB) -> None:
     """A full ``/write?db=...&rp=...`` URL is used as given."""
     sink = LineProtocolSink(f"{influxdb.url}/write?db={DB}&rp=autogen", 9009, "explicit")
-    asyncio.run(deliver(sink, [record()], lambda: len(influxdb.rows(DB, "explicit")) == 1))
+    asyncio.run(deliver(sink, [make_record()], lambda: len(influxdb.rows(DB, "explicit")) == 1))
 
 
 @needs_influxd
@@ -305,7 +292,7 @@ def test_influxdb_refusing_writes_is_a_counted_failure(influxdb: InfluxDB) -> No
     async def scenario() -> dict[str, int]:
         sinks = Sinks([LineProtocolSink(f"{influxdb.url}/nosuchdb", 9009, "request")])
         await sinks.start()
-        sinks.emit(record())
+        sinks.emit(make_record())
         await eventually(lambda: sinks.stats()["ilp"]["failures"] >= 1)
         stats = sinks.stats()["ilp"]
         await sinks.close()
@@ -326,13 +313,13 @@ def test_influxdb_restart_is_survived(tmp_path: Path) -> None:
         await sinks.start()
         with server.running():
             server.query(DB, f"CREATE DATABASE {DB}")
-            sinks.emit(record(resource="/before"))
+            sinks.emit(make_record(resource="/before"))
             # InfluxDB shows a point before it answers the write: wait for the answer.
             await eventually(lambda: sinks.stats()["ilp"]["sent"] == 1)
-        sinks.emit(record(resource="/during"))
+        sinks.emit(make_record(resource="/during"))
         await eventually(lambda: sinks.stats()["ilp"]["dropped"] == 1)
         with server.running():
-            sinks.emit(record(resource="/after"))
+            sinks.emit(make_record(resource="/after"))
             await eventually(lambda: len(server.rows(DB, "restart")) == 2)
             rows = server.rows(DB, "restart")
         await sinks.close()

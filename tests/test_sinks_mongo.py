@@ -9,13 +9,12 @@ decoded them, BSON types included.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import gc
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 import bson
@@ -23,7 +22,6 @@ import pytest
 from bson.int64 import Int64
 from pymongo.errors import ServerSelectionTimeoutError
 
-from s3proxy.record import RequestRecord
 from s3proxy.sinks import Sinks
 from s3proxy.sinks.base import BATCH
 from s3proxy.sinks.mongo import MongoSink, document
@@ -38,7 +36,7 @@ from tests.mongo_server import (
     message,
 )
 from tests.servers import free_port
-from tests.sink_servers import eventually
+from tests.sink_servers import eventually, make_record, started
 
 NAMESPACE = "metrics.request"
 T = TypeVar("T")
@@ -58,40 +56,12 @@ def mongo() -> Iterator[MongoServer]:
         yield server
 
 
-def record(ip: str = "184.105.163.155", **fields: object) -> RequestRecord:
-    values: dict[str, object] = {
-        "timestamp": 1_700_000_000.123456,
-        "method": "GET",
-        "resource": "/index.html",
-        "mime_type": "text/html",
-        "ip": ip,
-        "size": 2950,
-        "duration_us": 1234,
-        "status": 200,
-        "compressed": True,
-        "cache": "hit",
-        "origin_bytes": 0,
-    }
-    values.update(fields)
-    return RequestRecord(**values)  # type: ignore[arg-type]
-
-
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run``, then a garbage collection (see :data:`CANCELLED_CONNECT`)."""
     try:
         return asyncio.run(coro)
     finally:
         gc.collect()
-
-
-@contextlib.asynccontextmanager
-async def started(sinks: Sinks) -> AsyncIterator[Sinks]:
-    """``sinks`` started, and closed however the block ends."""
-    await sinks.start()
-    try:
-        yield sinks
-    finally:
-        await sinks.close()
 
 
 def test_supports_the_installed_pymongo() -> None:
@@ -107,7 +77,9 @@ def test_document_has_the_original_fields_and_types(mongo: MongoServer) -> None:
 
     async def scenario() -> None:
         async with started(Sinks([MongoSink(mongo.uri, "metrics", "request")])) as sinks:
-            sinks.emit(record())
+            sinks.emit(
+                make_record(timestamp=1_700_000_000.123456, ip="184.105.163.155", compressed=True)
+            )
             await eventually(lambda: sinks.runners[0].sent == 1)
 
     asyncio.run(scenario())
@@ -133,8 +105,8 @@ def test_document_has_the_original_fields_and_types(mongo: MongoServer) -> None:
 def test_location_is_a_subdocument_only_when_known() -> None:
     """``location`` is written when the enricher filled it, and absent otherwise."""
     location = {"city": "London", "country_iso_code": "GB"}
-    assert document(record(location=location))["location"] == location
-    assert "location" not in document(record())
+    assert document(make_record(location=location))["location"] == location
+    assert "location" not in document(make_record())
 
 
 def test_open_creates_the_original_indexes(mongo: MongoServer) -> None:
@@ -158,7 +130,7 @@ def test_refused_indexes_do_not_stop_writes(mongo: MongoServer) -> None:
 
     async def scenario() -> None:
         async with started(Sinks([MongoSink(mongo.uri, "metrics", "request")])) as sinks:
-            sinks.emit(record())
+            sinks.emit(make_record())
             await eventually(lambda: sinks.runners[0].sent == 1)
             assert sinks.runners[0].failures == 0
 
@@ -174,7 +146,7 @@ def test_records_are_inserted_in_batches_of_unordered_inserts(mongo: MongoServer
     async def scenario() -> None:
         async with started(Sinks([MongoSink(mongo.uri, "metrics", "request")])) as sinks:
             for i in range(count):
-                sinks.emit(record(resource=f"/{i}"))
+                sinks.emit(make_record(resource=f"/{i}"))
             await eventually(lambda: sinks.runners[0].sent == count)
             assert sinks.stats()["mongo"] == {
                 "queued": 0,
@@ -195,10 +167,10 @@ def test_refused_documents_fail_the_batch(mongo: MongoServer) -> None:
 
     async def scenario() -> None:
         async with started(Sinks([MongoSink(mongo.uri, "metrics", "request")])) as sinks:
-            sinks.emit(record(resource="/refused"))
+            sinks.emit(make_record(resource="/refused"))
             await eventually(lambda: sinks.runners[0].failures == 1)
             mongo.refuse_documents = 0
-            sinks.emit(record(resource="/taken"))
+            sinks.emit(make_record(resource="/taken"))
             await eventually(lambda: sinks.runners[0].sent == 1)
             assert sinks.stats()["mongo"]["dropped"] == 1
 
@@ -215,18 +187,18 @@ def test_a_killed_server_costs_counted_drops_and_is_reconnected(mongo: MongoServ
         async with started(Sinks([MongoSink(mongo.uri, "metrics", "request")])) as sinks:
             runner = sinks.runners[0]
             for _ in range(10):
-                sinks.emit(record(resource="/before"))
+                sinks.emit(make_record(resource="/before"))
             await eventually(lambda: runner.sent == 10)
 
             await asyncio.to_thread(mongo.stop)
             for _ in range(5):
-                sinks.emit(record(resource="/down"))
+                sinks.emit(make_record(resource="/down"))
             await eventually(lambda: runner.failures >= 1)
             assert runner.dropped == 5
 
             await asyncio.to_thread(mongo.start)
             for _ in range(10):
-                sinks.emit(record(resource="/after"))
+                sinks.emit(make_record(resource="/after"))
             await eventually(lambda: runner.sent == 20, limit=15)
             assert runner.dropped == 5
 
@@ -307,7 +279,7 @@ def test_deferred_server_answers_at_once_and_decodes_the_same_documents() -> Non
     """The bench's deferred mode acknowledges each insert with its count without decoding
     it, and :meth:`MongoServer.decode_deferred` later yields exactly what a server decoding
     at once stores."""
-    records = [record(resource=f"/page-{i}.html", size=i) for i in range(BATCH + 7)]
+    records = [make_record(resource=f"/page-{i}.html", size=i) for i in range(BATCH + 7)]
 
     def written(server: MongoServer) -> list[dict[str, Any]]:
         async def scenario() -> None:

@@ -7,17 +7,14 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from s3proxy.config import Config
-from s3proxy.record import RequestRecord
 from s3proxy.sinks.base import Sinks
 from s3proxy.sinks.prometheus import (
     LATENCY_BUCKETS,
@@ -30,7 +27,7 @@ from s3proxy.sinks.prometheus import (
 )
 from s3proxy.sinks.prometheus import scrape as scrape_directory
 from tests.servers import ProxyServer
-from tests.sink_servers import eventually, wait_for
+from tests.sink_servers import eventually, make_record, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -55,30 +52,15 @@ def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
     return after.get(key, 0.0) - before.get(key, 0.0)
 
 
-def record(**overrides: Any) -> RequestRecord:
-    fields: dict[str, Any] = {
-        "timestamp": time.time(),
-        "method": "GET",
-        "resource": "/index.html",
-        "mime_type": "text/html",
-        "ip": "203.0.113.7",
-        "size": 1000,
-        "duration_us": 300,
-        "status": 200,
-        "cache": "hit",
-    }
-    return RequestRecord(**{**fields, **overrides})
-
-
 def test_records_become_counters_and_a_latency_histogram() -> None:
     """Requests are counted by method, status and cache outcome; latency lands in the
     histogram of its cache outcome; bytes sent and fetched from S3 add up."""
     records = [
-        record(),
-        record(),
-        record(method="HEAD", size=0, duration_us=150),
-        record(status=404, cache="miss", size=9, duration_us=20_000, origin_bytes=0),
-        record(cache="miss", size=5000, duration_us=80_000, origin_bytes=5000),
+        make_record(size=1000, duration_us=300),
+        make_record(size=1000, duration_us=300),
+        make_record(method="HEAD", size=0, duration_us=150),
+        make_record(status=404, cache="miss", size=9, duration_us=20_000, origin_bytes=0),
+        make_record(cache="miss", size=5000, duration_us=80_000, origin_bytes=5000),
     ]
     before = scrape()
 
@@ -112,7 +94,7 @@ def test_records_become_counters_and_a_latency_histogram() -> None:
 def test_methods_clients_invent_are_counted_as_other() -> None:
     """A made-up method cannot create new time series."""
     before = scrape()
-    asyncio.run(PrometheusSink().write([record(method="X-INVENTED", status=405)]))
+    asyncio.run(PrometheusSink().write([make_record(method="X-INVENTED", status=405)]))
     after = scrape()
     total = "s3proxy_requests_total"
     assert delta(after, before, total, method="other", status="405", cache="hit") == 1
