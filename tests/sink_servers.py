@@ -538,6 +538,41 @@ class LineProtocolServer(ThreadedServer):
                 self.points.append(point)
 
 
+# --- real server binaries (Debian's influxd, prometheus) ------------------------------------
+
+
+@contextlib.contextmanager
+def server_binary(
+    name: str, argv: list[str], log_path: Path, health_url: str, status: int, timeout: float
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` (a real server) for the block, its output in ``log_path``, once
+    ``health_url`` answers ``status``; a server that exits before that raises with the end of
+    its log. Terminated (killed after 15 s) when the block ends."""
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+
+        def healthy() -> bool:
+            if proc.poll() is not None:
+                output = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with {proc.returncode}: {output}")
+            try:
+                with urllib.request.urlopen(health_url, timeout=1) as answer:
+                    return bool(answer.status == status)
+            except OSError:
+                return False
+
+        try:
+            wait_for(healthy, timeout=timeout, what=f"{name} to answer {health_url}")
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 # --- InfluxDB 1.x ----------------------------------------------------------------------------
 
 INFLUXD = shutil.which("influxd")
@@ -566,7 +601,6 @@ class InfluxDB:
 
     def __init__(self, root: Path) -> None:
         self.root, self.port = root, free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -579,32 +613,10 @@ class InfluxDB:
         config.write_text(
             _INFLUXDB_CONFIG.format(root=self.root, port=self.port, rpc_port=free_port())
         )
-        log = (self.root / "influxd.log").open("wb")
-        self.proc = subprocess.Popen(
-            [INFLUXD, "-config", str(config)], stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            wait_for(self._pings, timeout=30, what="influxd to answer /ping")
+        argv = [INFLUXD, "-config", str(config)]
+        log = self.root / "influxd.log"
+        with server_binary("influxd", argv, log, f"{self.url}/ping", 204, timeout=30):
             yield self
-        finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            log.close()
-
-    def _pings(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            log = (self.root / "influxd.log").read_text(errors="replace")
-            raise RuntimeError(f"influxd exited with {self.proc.returncode}: {log[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as answer:
-                return bool(answer.status == 204)
-        except OSError:
-            return False
 
     def query(self, database: str, q: str) -> dict[str, Any]:
         """Run InfluxQL ``q``; timestamps come back as nanoseconds."""

@@ -9,7 +9,6 @@ import contextlib
 import json
 import secrets
 import shutil
-import subprocess
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from s3proxy.sinks.prometheus import MULTIPROC_ENV
 from tests.servers import ProxyProcess, S3Server, cli_args, free_port
-from tests.sink_servers import wait_for
+from tests.sink_servers import server_binary, wait_for
 
 #: Debian's package, not whatever else is on the PATH: the config below is 2.42's syntax.
 PROMETHEUS = shutil.which("prometheus", path="/usr/bin")
@@ -60,7 +59,6 @@ class Prometheus:
     def __init__(self, root: Path, config: str) -> None:
         self.root, self.port = root, free_port()
         (root / "prometheus.yml").write_text(config)
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -69,40 +67,16 @@ class Prometheus:
     @contextlib.contextmanager
     def running(self) -> Iterator[Prometheus]:
         assert PROMETHEUS is not None
-        log = (self.root / "prometheus.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={self.root / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.root / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for(self._ready, timeout=60, what="prometheus to answer /-/ready")
+        argv = [
+            PROMETHEUS,
+            f"--config.file={self.root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=warn",
+        ]
+        log = self.root / "prometheus.log"
+        with server_binary("prometheus", argv, log, f"{self.url}/-/ready", 200, timeout=60):
             yield self
-        finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            log.close()
-
-    def _ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            log = (self.root / "prometheus.log").read_text(errors="replace")
-            raise RuntimeError(f"prometheus exited with {self.proc.returncode}: {log[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer:
-                return bool(answer.status == 200)
-        except OSError:
-            return False
 
     def api(self, path: str, **params: str) -> Any:
         """``GET /api/v1/<path>``'s ``data``, after checking the call succeeded."""
