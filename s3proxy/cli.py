@@ -353,6 +353,16 @@ _OPTIONS: list[tuple[str, str | None, str | None, dict[str, Any]]] = [
         },
     ),
     (
+        "max-header-size",
+        None,
+        None,
+        {
+            "default": "64k",
+            "show_default": True,
+            "help": "Bytes a request line and its headers may take; longer heads get 431.",
+        },
+    ),
+    (
         "sink-cpus",
         None,
         None,
@@ -384,6 +394,7 @@ def build_config(params: dict[str, Any]) -> Config:
     values["memory_object_size"] = parse_size(values["memory_object_size"])
     values["cache_max_object_size"] = parse_size(values["cache_max_object_size"])
     values["cache_max_size"] = parse_size(values["cache_max_size"])
+    values["max_header_size"] = parse_size(values["max_header_size"])
     values["log_dir"] = values["log_dir"] or None
     values["sink_cpus"] = parse_cpu_list(values["sink_cpus"])
     values["trusted_proxies"] = tuple(

@@ -135,6 +135,7 @@ class Config:
     mmdb_file: str | None = None
     trusted_proxies: tuple[str, ...] = ()
     sink_queue_size: int = 10_000
+    max_header_size: int = 64 * 1024
     #: CPUs reserved for the sink processes; the workers then run on the others.
     sink_cpus: tuple[int, ...] = ()
     prometheus: bool = False
@@ -158,6 +159,7 @@ class Config:
         _check_range("akumuli_port", self.akumuli_port, 1, 65535)
         _check_range("ilp_port", self.ilp_port, 1, 65535)
         _check_range("sink_queue_size", self.sink_queue_size, 1, 10_000_000)
+        _check_range("max_header_size", self.max_header_size, 1024, 16 * 1024 * 1024)
         for network in self.trusted_proxies:
             try:
                 ipaddress.ip_network(network, strict=False)

@@ -19,9 +19,9 @@ from s3proxy import logging as log
 
 __all__ = ["MAX_HEADER_SIZE", "HeaderLimitProtocol"]
 
-#: Bytes a request head may take: the request line, every header line and the blank line
-#: that ends them (64 KiB, as many proxies allow; nginx's default is 4 buffers of 8 KiB, so
-#: no head nginx forwards is refused). A command-line option could set it later.
+#: Bytes a request head may take by default (``--max-header-size``): the request line, every
+#: header line and the blank line that ends them (64 KiB, as many proxies allow; nginx's
+#: default is 4 buffers of 8 KiB, so no head nginx forwards is refused).
 MAX_HEADER_SIZE = 64 * 1024
 
 #: Seconds a refused connection still reads (and drops) what the client sends before it is
@@ -49,6 +49,10 @@ class HeaderLimitProtocol(HttpToolsProtocol):
     more than the limit. No head is refused for bytes of its body or of another request.
     """
 
+    #: The bound in this process: set once from ``--max-header-size`` before serving starts
+    #: (:mod:`s3proxy.server`); uvicorn builds the protocol itself, one per connection.
+    limit = MAX_HEADER_SIZE
+
     # Per-connection state, as class defaults so uvicorn's constructor stays as it is.
     _head_open = True  # no head has ended since the last message did
     _head_bytes = 0  # bytes received while this head was open
@@ -62,7 +66,7 @@ class HeaderLimitProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._head_open:
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEADER_SIZE:
+            if self._head_bytes > self.limit:
                 self._receive_past_limit(data)
                 return
         HttpToolsProtocol.data_received(self, data)
@@ -78,14 +82,14 @@ class HeaderLimitProtocol(HttpToolsProtocol):
     def _receive_past_limit(self, data: bytes) -> None:
         """``data`` takes the open head past the limit: feed the part within it, and refuse
         the request if its head still does not end there."""
-        within = MAX_HEADER_SIZE - (self._head_bytes - len(data))
+        within = self.limit - (self._head_bytes - len(data))
         if within < 0:  # refused already: the connection is closing, read nothing more
             return
         if within:
             HttpToolsProtocol.data_received(self, data[:within])
         if self.transport.is_closing():  # the parser refused the request itself (400)
             return
-        if self._head_open and self._head_bytes > MAX_HEADER_SIZE:
+        if self._head_open and self._head_bytes > self.limit:
             self._refuse()
         elif self.transport.get_protocol() is self:  # not upgraded to a websocket
             self.data_received(data[within:])  # the head ended: the rest is a body or more

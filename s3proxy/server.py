@@ -13,7 +13,13 @@ from typing import Any
 import uvicorn
 
 from s3proxy import logging as log
-from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, open_cache
+from s3proxy.app import (
+    WORKER_CONFIG_ENV,
+    App,
+    configure_logging,
+    create_app_from_environ,
+    open_cache,
+)
 from s3proxy.config import Config, check_environment, default_cache_dir
 from s3proxy.exceptions import ConfigError
 from s3proxy.protocol import HeaderLimitProtocol
@@ -46,7 +52,8 @@ def run(config: Config) -> None:
         "host": config.host,
         "port": config.port,
         "loop": "uvloop",
-        # httptools, with heads over 64 KiB refused (431); workers import it by name.
+        # httptools, with heads over --max-header-size refused (431); workers import it by
+        # name and set its bound in worker_app.
         "http": HeaderLimitProtocol,
         "log_config": None,
         "access_log": False,
@@ -56,12 +63,20 @@ def run(config: Config) -> None:
     }
     if config.threads > 1:
         os.environ[WORKER_CONFIG_ENV] = config.to_json()
-        uvicorn.run(
-            "s3proxy.app:create_app_from_environ", factory=True, workers=config.threads, **options
-        )
+        uvicorn.run("s3proxy.server:worker_app", factory=True, workers=config.threads, **options)
     else:
+        HeaderLimitProtocol.limit = config.max_header_size
         uvicorn.run(App(config), **options)
     log.flush()
+
+
+def worker_app() -> App:
+    """What each ``--threads`` worker process serves, called by uvicorn (by name) before the
+    worker listens: the app for the settings the parent left in the environment, and the
+    request-head bound for the connections this process will accept."""
+    app = create_app_from_environ()
+    HeaderLimitProtocol.limit = app.config.max_header_size
+    return app
 
 
 def run_demo(params: dict[str, Any]) -> None:

@@ -240,3 +240,28 @@ def _log_lines(log_dir: Path, path: str, timeout: float = 5.0) -> list[dict[str,
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize("threads", ["1", "2"], ids=["in-process", "workers"])
+def test_max_header_size_sets_the_bound(threads: str, s3: S3Server, tmp_path: Path) -> None:
+    """``--max-header-size 8k`` applies in-process and in every ``--threads`` worker: an
+    8 KiB head is served, one byte more gets 431."""
+    bucket = f"heads-option-{threads}"
+    s3.client().create_bucket(Bucket=bucket)
+    s3.client().put_object(Bucket=bucket, Key="small.txt", Body=BODY)
+    port = free_port()
+    args = cli_args(s3, bucket, str(tmp_path / "cache"), port, "--threads", threads)
+    proxy = ProxyProcess([*args, "--max-header-size", "8k"], {}, port).wait_ready()
+    try:
+        for _ in range(4):  # new connections, whichever worker accepts them
+            within, past = Connection(port), Connection(port)
+            try:
+                within.send(get(8 * KIB))
+                assert within.response().status == 200
+                past.send(get(8 * KIB + 1))
+                assert past.response().status == 431
+            finally:
+                within.close()
+                past.close()
+    finally:
+        proxy.kill()
