@@ -182,7 +182,7 @@ class ProxyServer:
 
     def start(self) -> ProxyServer:
         self._thread.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("s3proxy did not start")
@@ -215,7 +215,7 @@ class ProxyProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_ready(self, timeout: float = 20) -> ProxyProcess:
+    def wait_ready(self, timeout: float = 60) -> ProxyProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

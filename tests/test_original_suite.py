@@ -105,12 +105,13 @@ class ProxyProcess:
 
 
 def spawn(argv: list[str], env: dict[str, str], port: int, workdir: Path) -> ProxyProcess:
-    """Start ``argv`` and wait (at most 15 s) until ``port`` accepts connections."""
+    """Start ``argv`` and wait (at most 60 s: a loaded machine starts slowly) until ``port``
+    accepts connections."""
     output = workdir / "s3proxy.out"
     with output.open("wb") as sink:
         process = subprocess.Popen(argv, env=env, cwd=workdir, stdout=sink, stderr=sink)
     proxy = ProxyProcess(process, port, output)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"s3proxy exited with {process.returncode}:\n{output.read_text()}")
