@@ -15,7 +15,7 @@ from typing import Any
 from s3proxy import logging as log
 from s3proxy.cache import Cache
 from s3proxy.cache.budget import TOUCH_INTERVAL
-from s3proxy.config import Config
+from s3proxy.config import CacheConfig, Config, LogsConfig
 from s3proxy.exceptions import S3ProxyError
 from s3proxy.management import management_app
 from s3proxy.origin import Origin
@@ -31,13 +31,13 @@ READY_TIMEOUT = 2.0
 _logger = log.get_logger("s3proxy.app")
 
 
-def open_cache(config: Config) -> Cache:
+def open_cache(part: CacheConfig, bucket: str) -> Cache:
     cache = Cache(
-        config.cache_dir,
-        config.bucket,
-        memory_budget=config.memory_cache_size,
-        memory_object_size=config.memory_object_size,
-        max_size=config.cache_max_size,
+        part.cache_dir,
+        bucket,
+        memory_budget=part.memory_cache_size,
+        memory_object_size=part.memory_object_size,
+        max_size=part.cache_max_size,
     )
     cache.open()
     return cache
@@ -82,33 +82,33 @@ class App:
 
     async def startup(self) -> None:
         config = self.config
-        self.cache = open_cache(config)
+        self.cache = open_cache(config.cache, config.origin.bucket)
         self._stack.callback(self.cache.close)
-        origin = await self._stack.enter_async_context(Origin(config))
+        origin = await self._stack.enter_async_context(Origin(config.origin))
         readthrough = ReadThrough(
             self.cache,
             origin,
-            ttl=config.ttl,
-            honor_cache_control=config.honor_cache_control,
-            max_object_size=config.cache_max_object_size,
-            stale_if_error=config.stale_if_error,
+            ttl=config.site.ttl,
+            honor_cache_control=config.site.honor_cache_control,
+            max_object_size=config.cache.cache_max_object_size,
+            stale_if_error=config.site.stale_if_error,
         )
         self._stack.push_async_callback(readthrough.close)
-        if sinks_wanted(config):
+        if sinks_wanted(config.sinks):
             timings = None
-            if config.prometheus:  # the S3 latency histogram
+            if config.sinks.prometheus:  # the S3 latency histogram
                 origin.keep_timings()
                 timings = origin.take_timings
-            self.sinks = SinkClient(config, timings)
+            self.sinks = SinkClient(config.sinks, config.logs, config.cache.cache_dir, timings)
             self.sinks.start()
             self._stack.push_async_callback(self.sinks.close)
         self.origin = origin
-        self.site = Site(config, readthrough, recorder=self.sinks)
+        self.site = Site(config.site, readthrough, recorder=self.sinks)
         flusher = asyncio.create_task(log.flush_periodically())
         self._stack.push_async_callback(_cancel, flusher)
         toucher = asyncio.create_task(_touch_periodically(self.cache))
         self._stack.push_async_callback(_cancel, toucher)
-        _logger.info("worker_started", pid=os.getpid(), bucket=config.bucket)
+        _logger.info("worker_started", pid=os.getpid(), bucket=config.origin.bucket)
 
     def stats(self) -> dict[str, Any]:
         """This worker's view of the cache and its sinks (blocking: reads the index)."""
@@ -126,7 +126,7 @@ class App:
 
         assert self.cache is not None
         stats = self.cache.stats()
-        directory = prometheus.multiprocess_dir(self.config)
+        directory = prometheus.multiprocess_dir(self.config.cache.cache_dir)
         return prometheus.scrape(directory, stats["disk_entries"], stats["disk_bytes"])
 
     async def readiness(self) -> list[str]:
@@ -175,14 +175,14 @@ def create_app(config: Config) -> App:
 def create_app_from_environ() -> App:
     """Factory for worker processes: settings come from :data:`WORKER_CONFIG_ENV`."""
     config = Config.from_json(os.environ[WORKER_CONFIG_ENV])
-    configure_logging(config)
+    configure_logging(config.logs)
     return App(config)
 
 
-def configure_logging(config: Config) -> None:
+def configure_logging(part: LogsConfig) -> None:
     log.configure(
-        level=config.log_level,
-        log_dir=config.log_dir,
-        console=config.console,
-        json_format=config.log_format == "json",
+        level=part.log_level,
+        log_dir=part.log_dir,
+        console=part.console,
+        json_format=part.log_format == "json",
     )

@@ -402,7 +402,7 @@ def build_config(params: dict[str, Any]) -> Config:
     )
     if not values["bucket"]:
         raise ConfigError("--bucket (or S3_BUCKET) is required; try --demo for a local sample")
-    return Config(**values)
+    return Config.build(**values)
 
 
 # click shows an option's env var list as "(env var: '['PORT', 'S3PROXY_PORT']')".

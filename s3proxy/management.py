@@ -19,7 +19,7 @@ from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from s3proxy import logging as log
-from s3proxy.config import Config
+from s3proxy.config import SiteConfig
 from s3proxy.keys import Rejected, path_to_key
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def check_bearer(header: str | None, auth_key: str | None) -> Response | None:
 
 def management_app(app: App) -> Router:
     """The ``/_proxy`` routes of ``app`` (its cache and origin exist only after startup)."""
-    auth_key = app.config.auth_key
+    auth_key = app.config.process.auth_key
 
     async def clear(request: Request) -> Response:
         if request.method not in _CLEAR_METHODS:
@@ -59,7 +59,7 @@ def management_app(app: App) -> Router:
         denied = check_bearer(request.headers.get("authorization"), auth_key)
         if denied is not None:
             return denied
-        target = purge_target(request.url.query, app.config)
+        target = purge_target(request.url.query, app.config.site)
         if isinstance(target, Rejected):
             return PlainTextResponse(target.reason + "\n", target.status)
         cache = app.cache
@@ -83,7 +83,7 @@ def management_app(app: App) -> Router:
         denied = check_bearer(request.headers.get("authorization"), auth_key)
         if denied is not None:
             return denied
-        if not app.config.prometheus:
+        if not app.config.sinks.prometheus:
             return PlainTextResponse("Prometheus metrics are off (--prometheus true)\n", 404)
         body, content_type = await asyncio.to_thread(app.metrics_exposition)
         return Response(body, media_type=content_type)
@@ -113,7 +113,7 @@ def management_app(app: App) -> Router:
     )
 
 
-def purge_target(query: str, config: Config) -> tuple[str, str] | Rejected | None:
+def purge_target(query: str, site: SiteConfig) -> tuple[str, str] | Rejected | None:
     """``?path=/a/b.html`` -> ("key", key); ``?prefix=/docs/`` -> ("prefix", key prefix);
     no query -> ``None`` (clear everything). Paths are mapped exactly as requests are."""
     if not query:
@@ -130,7 +130,7 @@ def purge_target(query: str, config: Config) -> tuple[str, str] | Rejected | Non
         return Rejected(400, f"{kind} must start with /")
     raw = quote(value, safe="/").encode()
     if kind == "path":
-        key = path_to_key(raw, prefix=config.prefix, index_document=config.index_document)
+        key = path_to_key(raw, prefix=site.prefix, index_document=site.index_document)
         return key if isinstance(key, Rejected) else ("key", key.key)
-    mapped = path_to_key(raw + b"x", prefix=config.prefix)
+    mapped = path_to_key(raw + b"x", prefix=site.prefix)
     return mapped if isinstance(mapped, Rejected) else ("prefix", mapped.key[:-1])

@@ -26,7 +26,7 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from s3proxy.config import Config
+from s3proxy.config import OriginConfig
 from s3proxy.exceptions import (
     ObjectChanged,
     ObjectNotFound,
@@ -166,7 +166,7 @@ def _outcome(exc: OriginError) -> str:
 class Origin:
     """A pooled S3 client for one bucket. Open with ``async with Origin(config)``."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: OriginConfig) -> None:
         self.bucket = config.bucket
         self._config = config
         self._stack = contextlib.AsyncExitStack()

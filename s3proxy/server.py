@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 import uvicorn
@@ -33,11 +33,11 @@ def prepare(config: Config) -> None:
     writable; files a crash left half-written are removed."""
     check_environment(config)
     try:
-        configure_logging(config)
+        configure_logging(config.logs)
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot write logs to {config.log_dir}: {exc}") from None
-    sinks.prepare(config)
-    cache = open_cache(config)
+        raise ConfigError(f"cannot write logs to {config.logs.log_dir}: {exc}") from None
+    sinks.prepare(config.sinks, config.cache.cache_dir)
+    cache = open_cache(config.cache, config.origin.bucket)
     try:
         removed = cache.remove_leftovers()
         cache.recount()
@@ -49,8 +49,8 @@ def prepare(config: Config) -> None:
 def run(config: Config) -> None:
     prepare(config)
     options: dict[str, Any] = {
-        "host": config.host,
-        "port": config.port,
+        "host": config.process.host,
+        "port": config.process.port,
         "loop": "uvloop",
         # httptools, with heads over --max-header-size refused (431); workers import it by
         # name and set its bound in worker_app.
@@ -61,11 +61,12 @@ def run(config: Config) -> None:
         "timeout_graceful_shutdown": 10,
         "lifespan": "on",
     }
-    if config.threads > 1:
+    workers = config.process.threads
+    if workers > 1:
         os.environ[WORKER_CONFIG_ENV] = config.to_json()
-        uvicorn.run("s3proxy.server:worker_app", factory=True, workers=config.threads, **options)
+        uvicorn.run("s3proxy.server:worker_app", factory=True, workers=workers, **options)
     else:
-        HeaderLimitProtocol.limit = config.max_header_size
+        HeaderLimitProtocol.limit = config.process.max_header_size
         uvicorn.run(App(config), **options)
     log.flush()
 
@@ -75,7 +76,7 @@ def worker_app() -> App:
     worker listens: the app for the settings the parent left in the environment, and the
     request-head bound for the connections this process will accept."""
     app = create_app_from_environ()
-    HeaderLimitProtocol.limit = app.config.max_header_size
+    HeaderLimitProtocol.limit = app.config.process.max_header_size
     return app
 
 
@@ -89,18 +90,20 @@ def run_demo(params: dict[str, Any]) -> None:
     with run_demo_origin() as origin, tempfile.TemporaryDirectory(prefix="s3proxy-demo-") as tmp:
         params = {**params, "bucket": origin.bucket}
         config = build_config(params)
-        config = replace(
-            config,
+        config = config.replace(
             endpoint_url=origin.endpoint_url,
             region=origin.region,
             key=origin.key_id,
             secret=origin.secret,
             addressing_style="path",
-            error_document=config.error_document or "404.html",
+            error_document=config.site.error_document or "404.html",
             # A throwaway cache, unless one was asked for: the demo's objects are not yours.
-            cache_dir=tmp if params.get("cache_dir") == default_cache_dir() else config.cache_dir,
+            cache_dir=tmp
+            if params.get("cache_dir") == default_cache_dir()
+            else config.cache.cache_dir,
         )
-        host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-        print(f"s3proxy demo: serving the sample site at http://{host}:{config.port}/", flush=True)
+        listen = config.process
+        host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host
+        print(f"s3proxy demo: serving the sample site at http://{host}:{listen.port}/", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             run(config)

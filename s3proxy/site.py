@@ -22,7 +22,7 @@ from typing import Any
 from s3proxy import logging as log
 from s3proxy.cache import Entry
 from s3proxy.conditional import ByteRange, RangeKind, if_range_allows, parse_range
-from s3proxy.config import Config
+from s3proxy.config import SiteConfig
 from s3proxy.encoding import compress, compressible, negotiate, variant_etag
 from s3proxy.exceptions import CacheError, OriginError, OriginTimeout
 from s3proxy.exchange import Cors, Exchange, pick_headers, text
@@ -60,7 +60,7 @@ class Site:
     """Serve objects of the configured bucket (and prefix) for GET and HEAD."""
 
     def __init__(
-        self, config: Config, readthrough: ReadThrough, recorder: Recorder | None = None
+        self, config: SiteConfig, readthrough: ReadThrough, recorder: Recorder | None = None
     ) -> None:
         self.config = config
         self.readthrough = readthrough

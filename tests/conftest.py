@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,7 @@ def put(s3: S3Server, bucket: str) -> Callable[..., None]:
 
 @pytest.fixture
 def base_config(s3: S3Server, bucket: str, tmp_path: Path) -> Config:
-    return Config(
+    return Config.build(
         bucket=bucket,
         region=REGION,
         key=KEY_ID,
@@ -69,7 +68,7 @@ def start_proxy(base_config: Config) -> Iterator[Callable[..., ProxyServer]]:
     servers: list[ProxyServer] = []
 
     def start(**overrides: Any) -> ProxyServer:
-        config = replace(base_config, port=free_port(), **overrides)
+        config = base_config.replace(port=free_port(), **overrides)
         server = ProxyServer(config).start()
         servers.append(server)
         return server

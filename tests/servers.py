@@ -156,12 +156,12 @@ class ProxyServer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.app = App(config)
-        self.port = config.port
+        self.port = config.process.port
         self._server = uvicorn.Server(
             uvicorn.Config(
                 self.app,
                 host="127.0.0.1",
-                port=config.port,
+                port=config.process.port,
                 loop="uvloop",
                 http="httptools",
                 log_config=None,

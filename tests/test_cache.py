@@ -223,7 +223,7 @@ def test_a_body_file_deleted_behind_our_back_is_fetched_again(
     put("big.bin", body)
     proxy = start_proxy()
     assert httpx.get(f"{proxy.url}/big.bin").content == body
-    for path in (Path(proxy.config.cache_dir) / "objects").iterdir():
+    for path in (Path(proxy.config.cache.cache_dir) / "objects").iterdir():
         path.unlink()
     response = httpx.get(f"{proxy.url}/big.bin")
     assert response.status_code == 200 and response.content == body
@@ -242,7 +242,7 @@ def test_objects_over_the_size_limit_stream_through_uncached(
         response = httpx.get(f"{proxy.url}/huge.bin")
         assert response.status_code == 200 and response.content == body
     assert s3.gets(bucket, "huge.bin") == 2
-    assert list((Path(proxy.config.cache_dir) / "objects").iterdir()) == []
+    assert list((Path(proxy.config.cache.cache_dir) / "objects").iterdir()) == []
     ranged = httpx.get(f"{proxy.url}/huge.bin", headers={"range": "bytes=1000-1999"})
     assert ranged.status_code == 206
     assert ranged.content == body[1000:2000]
@@ -277,7 +277,7 @@ def test_stale_copy_stands_in_while_s3_fails(
     response = httpx.get(f"{proxy.url}/page.html")
     assert response.status_code == 200 and response.content == b"kept"
     assert int(response.headers["age"]) >= 0
-    strict = start_proxy(ttl=0, stale_if_error=0, cache_dir=proxy.config.cache_dir + "-2")
+    strict = start_proxy(ttl=0, stale_if_error=0, cache_dir=proxy.config.cache.cache_dir + "-2")
     s3.faults.clear()
     assert httpx.get(f"{strict.url}/page.html").status_code == 200
     s3.faults.append(Fault("/page.html", status=500, times=100))
@@ -294,7 +294,7 @@ def test_disk_cache_stays_under_its_bound(
     for i in range(12):
         put(f"obj{i}.bin", bytes([i]) * size)
     proxy = start_proxy(cache_max_size=500_000, memory_object_size=0)
-    objects = Path(proxy.config.cache_dir) / "objects"
+    objects = Path(proxy.config.cache.cache_dir) / "objects"
     with httpx.Client(base_url=proxy.url) as client:
         for i in range(12):
             assert client.get(f"/obj{i}.bin").content == bytes([i]) * size

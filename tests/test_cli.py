@@ -22,7 +22,7 @@ from click.testing import CliRunner, Result
 import s3proxy
 from s3proxy import server
 from s3proxy.cli import build_config, main
-from s3proxy.config import Config, default_cache_dir
+from s3proxy.config import PART_OF, Config, default_cache_dir
 
 # The original Docker image's variables, and the Config field each one sets.
 ORIGINAL_ENV = {
@@ -178,20 +178,37 @@ def test_original_option_exists_with_short_flag_and_default(
 def test_defaults_reach_config(invoke: Callable[..., Result], captured: list[Config]) -> None:
     """With only a bucket, the Config holds the original's defaults."""
     config = _config(invoke, captured, "--bucket", "site")
-    assert (config.port, config.ttl, config.threads) == (8000, 300, os.cpu_count() or 1)
-    assert (config.log_level, config.log_dir, config.console) == ("info", "logs/", False)
-    assert (config.mmdb_host, config.mmdb_port) == (None, 8010)
-    assert (config.akumuli_host, config.akumuli_port) == (None, 8282)
-    assert (config.mongo_uri, config.mongo_database, config.mongo_collection) == (
+    assert (config.process.port, config.site.ttl, config.process.threads) == (
+        8000,
+        300,
+        os.cpu_count() or 1,
+    )
+    assert (config.logs.log_level, config.logs.log_dir, config.logs.console) == (
+        "info",
+        "logs/",
+        False,
+    )
+    assert (config.sinks.mmdb_host, config.sinks.mmdb_port) == (None, 8010)
+    assert (config.sinks.akumuli_host, config.sinks.akumuli_port) == (None, 8282)
+    assert (config.sinks.mongo_uri, config.sinks.mongo_database, config.sinks.mongo_collection) == (
         None,
         "metrics",
         "request",
     )
-    assert (config.auth_key, config.key, config.secret, config.region) == (None,) * 4
-    assert config.reject_query_strings is False
-    assert config.cache_dir == default_cache_dir()
-    assert (config.endpoint_url, config.addressing_style) == (None, "auto")
-    assert (config.prefix, config.host, config.allowed_origins) == ("", "0.0.0.0", ())
+    assert (
+        config.process.auth_key,
+        config.origin.key,
+        config.origin.secret,
+        config.origin.region,
+    ) == (None,) * 4
+    assert config.site.reject_query_strings is False
+    assert config.cache.cache_dir == default_cache_dir()
+    assert (config.origin.endpoint_url, config.origin.addressing_style) == (None, "auto")
+    assert (config.site.prefix, config.process.host, config.site.allowed_origins) == (
+        "",
+        "0.0.0.0",
+        (),
+    )
 
 
 def test_short_flags_map_to_config(
@@ -209,21 +226,28 @@ def test_short_flags_map_to_config(
         *("--endpoint-url", "http://127.0.0.1:9", "--path-style", "true"),
         *("--prefix", "/www/", "--host", "127.0.0.1"),
     )
-    assert (config.auth_key, config.key, config.secret) == ("tok", "AKID", "sec")
-    assert (config.region, config.bucket) == ("eu-west-1", "site")
-    assert (config.port, config.threads, config.ttl) == (9000, 3, 60)
-    assert config.cache_dir == str(tmp_path / "c")
-    assert (config.reject_query_strings, config.console) == (True, True)
-    assert (config.log_level, config.log_dir) == ("debug", str(tmp_path / "l") + "/")
-    assert (config.mmdb_host, config.mmdb_port) == ("geo", 9010)
-    assert (config.akumuli_host, config.akumuli_port) == ("ak", 9282)
-    assert (config.mongo_uri, config.mongo_database, config.mongo_collection) == (
+    assert (config.process.auth_key, config.origin.key, config.origin.secret) == (
+        "tok",
+        "AKID",
+        "sec",
+    )
+    assert (config.origin.region, config.origin.bucket) == ("eu-west-1", "site")
+    assert (config.process.port, config.process.threads, config.site.ttl) == (9000, 3, 60)
+    assert config.cache.cache_dir == str(tmp_path / "c")
+    assert (config.site.reject_query_strings, config.logs.console) == (True, True)
+    assert (config.logs.log_level, config.logs.log_dir) == ("debug", str(tmp_path / "l") + "/")
+    assert (config.sinks.mmdb_host, config.sinks.mmdb_port) == ("geo", 9010)
+    assert (config.sinks.akumuli_host, config.sinks.akumuli_port) == ("ak", 9282)
+    assert (config.sinks.mongo_uri, config.sinks.mongo_database, config.sinks.mongo_collection) == (
         "mongodb://m",
         "db",
         "coll",
     )
-    assert (config.endpoint_url, config.addressing_style) == ("http://127.0.0.1:9", "path")
-    assert (config.prefix, config.host) == ("www/", "127.0.0.1")
+    assert (config.origin.endpoint_url, config.origin.addressing_style) == (
+        "http://127.0.0.1:9",
+        "path",
+    )
+    assert (config.site.prefix, config.process.host) == ("www/", "127.0.0.1")
 
 
 def test_long_flags_match_short_flags(
@@ -270,22 +294,36 @@ def test_original_env_vars_map_to_config(
     }
     assert set(env) == set(ORIGINAL_ENV)
     config = _config(invoke, captured, **env)
-    assert (config.bucket, config.region, config.key, config.secret) == (
+    assert (
+        config.origin.bucket,
+        config.origin.region,
+        config.origin.key,
+        config.origin.secret,
+    ) == (
         "envsite",
         "ap-south-1",
         "AKID",
         "sec",
     )
-    assert (config.auth_key, config.ttl, config.port, config.threads) == ("abc123", 42, 8123, 2)
-    assert config.cache_dir == str(tmp_path / "data")
-    assert (config.log_level, config.mmdb_host, config.mmdb_port) == ("error", "mmdb", 8011)
-    assert (config.mongo_uri, config.mongo_database, config.mongo_collection) == (
+    assert (
+        config.process.auth_key,
+        config.site.ttl,
+        config.process.port,
+        config.process.threads,
+    ) == ("abc123", 42, 8123, 2)
+    assert config.cache.cache_dir == str(tmp_path / "data")
+    assert (config.logs.log_level, config.sinks.mmdb_host, config.sinks.mmdb_port) == (
+        "error",
+        "mmdb",
+        8011,
+    )
+    assert (config.sinks.mongo_uri, config.sinks.mongo_database, config.sinks.mongo_collection) == (
         "mongodb://mongo",
         "mdb",
         "mcoll",
     )
-    assert config.reject_query_strings is True
-    assert config.allowed_origins == ("http://127.0.0.1:8080", "https://example.com")
+    assert config.site.reject_query_strings is True
+    assert config.site.allowed_origins == ("http://127.0.0.1:8080", "https://example.com")
 
 
 @pytest.mark.parametrize(("variable", "field"), ORIGINAL_ENV.items())
@@ -320,13 +358,13 @@ def test_s3proxy_env_var_sets_its_option(
     assert variable in _env_names(_options()[name])
     env = {"S3PROXY_BUCKET": "b", variable: value}
     config = _config(invoke, captured, **env)
-    assert getattr(config, field) == expected
+    assert getattr(getattr(config, PART_OF[field]), field) == expected
 
 
 def test_flag_beats_env_var(invoke: Callable[..., Result], captured: list[Config]) -> None:
     """A command-line flag overrides the environment."""
     config = _config(invoke, captured, "-p", "9002", "-b", "flag", S3_BUCKET="env", PORT="9001")
-    assert (config.port, config.bucket) == (9002, "flag")
+    assert (config.process.port, config.origin.bucket) == (9002, "flag")
 
 
 @pytest.mark.parametrize(
@@ -347,7 +385,7 @@ def test_console_flag(
     captured: list[Config],
 ) -> None:
     """``--console true`` (the original's form) and ``--console`` alone both turn it on."""
-    assert _config(invoke, captured, "-b", "b", *args, **env).console is expected
+    assert _config(invoke, captured, "-b", "b", *args, **env).logs.console is expected
 
 
 @pytest.mark.parametrize(
@@ -369,7 +407,7 @@ def test_reject_query_strings_flag(
 ) -> None:
     """``--reject-query-strings true`` turns on the 400 for query strings."""
     config = _config(invoke, captured, "-b", "b", *args, **env)
-    assert config.reject_query_strings is expected
+    assert config.site.reject_query_strings is expected
 
 
 def _assert_one_line_error(result: Result, mentions: str) -> None:
@@ -498,4 +536,4 @@ def test_sink_cpus_take_taskset_lists(
     """``--sink-cpus`` reads CPU lists as ``taskset -c`` writes them."""
     result = invoke(["-b", "b", "--sink-cpus", text])
     assert result.exit_code == 0, result.output
-    assert captured[-1].sink_cpus == cpus
+    assert captured[-1].sinks.sink_cpus == cpus

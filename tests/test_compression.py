@@ -150,7 +150,7 @@ def test_variant_is_made_once_and_kept_beside_the_object(
     for _ in range(3):
         assert brotli.decompress(get(proxy, "/page.html", **{"accept-encoding": "br"}).content)
     assert calls == ["br"]
-    variants = list((Path(proxy.config.cache_dir) / "objects").glob("*.br"))
+    variants = list((Path(proxy.config.cache.cache_dir) / "objects").glob("*.br"))
     assert len(variants) == 1
     proxy.stop()
     again = start_proxy(memory_object_size=0)

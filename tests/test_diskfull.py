@@ -98,7 +98,7 @@ def warnings(monkeypatch: pytest.MonkeyPatch) -> Warnings:
 
 
 def _files(proxy: ProxyServer) -> list[str]:
-    return sorted(p.name for p in (Path(proxy.config.cache_dir) / "objects").iterdir())
+    return sorted(p.name for p in (Path(proxy.config.cache.cache_dir) / "objects").iterdir())
 
 
 def _gets(s3: S3Server, bucket: str, key: str) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from s3proxy.config import Config, parse_cpu_list
+from s3proxy.config import LogsConfig, SinksConfig, parse_cpu_list
 from s3proxy.record import RequestRecord
 from s3proxy.sinks.process import SinkClient, batch, row, unbatch
 from tests.servers import ProxyProcess, ProxyServer, S3Server, cli_args, free_port
@@ -111,7 +111,7 @@ def test_the_sink_process_ends_with_its_worker(tmp_path: Path) -> None:
     """Closing the client (worker shutdown) makes the child drain and exit."""
 
     async def run() -> int | None:
-        client = SinkClient(Config(bucket="b", cache_dir=str(tmp_path), prometheus=True))
+        client = SinkClient(SinksConfig(prometheus=True), LogsConfig(), str(tmp_path))
         client.start()
         assert client._child is not None
         await asyncio.sleep(0.5)

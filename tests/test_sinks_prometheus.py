@@ -14,7 +14,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from s3proxy.config import Config
 from s3proxy.sinks.base import Sinks
 from s3proxy.sinks.prometheus import (
     LATENCY_BUCKETS,
@@ -122,10 +121,10 @@ def test_prepare_multiprocess_gives_an_empty_directory(
     directory.mkdir()
     (directory / "counter_123.db").write_bytes(b"stale")
     (directory / "keep.txt").write_text("not ours")
-    assert prepare_multiprocess(Config(bucket="b", cache_dir=str(tmp_path))) == str(directory)
+    assert prepare_multiprocess(str(tmp_path)) == str(directory)
     assert sorted(p.name for p in directory.iterdir()) == ["keep.txt"]
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "elsewhere"))
-    assert prepare_multiprocess(Config(bucket="b", cache_dir=str(tmp_path))).endswith("elsewhere")
+    assert prepare_multiprocess(str(tmp_path)).endswith("elsewhere")
 
 
 _WORKER = """
@@ -144,7 +143,7 @@ def test_sink_processes_add_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     """Each sink process writes its own metric files; a worker's scrape of the directory
     shows the sum (counters and histograms add) and the cache size it was given."""
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
-    directory = prepare_multiprocess(Config(bucket="b", cache_dir=str(tmp_path)))
+    directory = prepare_multiprocess(str(tmp_path))
     env = {
         **os.environ,
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),

@@ -528,7 +528,7 @@ def test_range_as_first_request_caches_the_whole_object(
         assert full.status_code == 200
         assert full.content == BIG
     assert s3.gets(bucket, "big.bin") == 1
-    stored = Path(proxy.config.cache_dir) / "objects" / object_hash(bucket, "big.bin")
+    stored = Path(proxy.config.cache.cache_dir) / "objects" / object_hash(bucket, "big.bin")
     assert stored.read_bytes() == BIG
 
 
@@ -601,7 +601,7 @@ def test_broken_body_aborts_and_is_not_cached(
     except (httpx.RemoteProtocolError, httpx.ReadError):
         broken = True
     assert broken or status != 200 or len(received) < len(body), "a clean, complete 200"
-    stored = Path(proxy.config.cache_dir) / "objects" / object_hash(bucket, "video.bin")
+    stored = Path(proxy.config.cache.cache_dir) / "objects" / object_hash(bucket, "video.bin")
     assert not stored.exists()
     r = http.get("/video.bin")
     assert r.status_code == 200

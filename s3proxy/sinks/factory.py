@@ -1,13 +1,13 @@
-"""Which sinks a :class:`~s3proxy.config.Config` asks for. Sink modules are imported only
+"""Which sinks a :class:`~s3proxy.config.SinksConfig` asks for. Sink modules are imported only
 when configured, so their client libraries cost nothing otherwise."""
 
 from __future__ import annotations
 
-from s3proxy.config import Config
+from s3proxy.config import SinksConfig
 from s3proxy.sinks.base import Enricher, Sink, Sinks
 
 
-def build_sinks(config: Config) -> Sinks | None:
+def build_sinks(config: SinksConfig) -> Sinks | None:
     """The configured sinks and GeoIP enricher, or ``None`` when no sink is configured."""
     sinks: list[Sink] = []
     if config.akumuli_host:
@@ -36,7 +36,7 @@ def build_sinks(config: Config) -> Sinks | None:
     return Sinks(sinks, config.sink_queue_size, build_enricher(config), on_drop)
 
 
-def build_enricher(config: Config) -> Enricher | None:
+def build_enricher(config: SinksConfig) -> Enricher | None:
     if config.mmdb_file:
         from s3proxy.sinks.geoip import MmdbFileEnricher
 
@@ -48,19 +48,19 @@ def build_enricher(config: Config) -> Enricher | None:
     return None
 
 
-def prepare(config: Config) -> None:
+def prepare(config: SinksConfig, cache_dir: str) -> None:
     """Once, in the parent process before workers start: an empty metric-file directory, and
     with ``--sink-cpus`` the workers' CPUs (they inherit this process's)."""
     if config.prometheus:
         from s3proxy.sinks.prometheus import prepare_multiprocess
 
-        prepare_multiprocess(config)
+        prepare_multiprocess(cache_dir)
     if config.sink_cpus and wanted(config):
         from s3proxy.sinks.process import reserve_cpus
 
         reserve_cpus(config.sink_cpus)
 
 
-def wanted(config: Config) -> bool:
+def wanted(config: SinksConfig) -> bool:
     """Whether any sink is configured (then each worker starts a sink process)."""
     return bool(config.akumuli_host or config.ilp_host or config.mongo_uri or config.prometheus)

@@ -29,11 +29,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from s3proxy import logging as log
-from s3proxy.config import Config
+from s3proxy.config import LogsConfig, SinksConfig
 from s3proxy.record import RequestRecord, Timing
 
 CONFIG_ENV = "_S3PROXY_SINK_CONFIG"
@@ -83,16 +84,25 @@ def unbatch(message: bytes) -> tuple[int, list[RequestRecord], list[Timing]]:
     )
 
 
-def stats_path(config: Config, pid: int) -> Path:
-    return Path(config.cache_dir) / f"sinks-{pid}.json"
+def stats_path(cache_dir: str, pid: int) -> Path:
+    return Path(cache_dir) / f"sinks-{pid}.json"
 
 
 class SinkClient:
     """The worker's end: a :class:`~s3proxy.record.Recorder` that never blocks."""
 
-    def __init__(self, config: Config, timings: Callable[[], list[Timing]] | None = None) -> None:
-        """``timings``, if given, is called at each hand-over for the S3 timings to send."""
+    def __init__(
+        self,
+        config: SinksConfig,
+        logs: LogsConfig,
+        cache_dir: str,
+        timings: Callable[[], list[Timing]] | None = None,
+    ) -> None:
+        """The child writes its stats (and Prometheus files) under ``cache_dir``. ``timings``,
+        if given, is called at each hand-over for the S3 timings to send."""
         self.config = config
+        self.logs = logs
+        self.cache_dir = cache_dir
         self._timings = timings
         self.sent = self.dropped = 0
         self._rows: list[Row] = []
@@ -115,11 +125,12 @@ class SinkClient:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         theirs.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         ours.setblocking(False)
-        env = {**os.environ, CONFIG_ENV: self.config.to_json()}
+        settings = {"sinks": asdict(self.config), "logs": asdict(self.logs), "dir": self.cache_dir}
+        env = {**os.environ, CONFIG_ENV: json.dumps(settings)}
         if self.config.prometheus:
             from s3proxy.sinks.prometheus import MULTIPROC_ENV, multiprocess_dir
 
-            env[MULTIPROC_ENV] = multiprocess_dir(self.config)
+            env[MULTIPROC_ENV] = multiprocess_dir(self.cache_dir)
             os.makedirs(env[MULTIPROC_ENV], exist_ok=True)
         try:
             self._child = subprocess.Popen(
@@ -170,21 +181,21 @@ class SinkClient:
                 child.kill()
                 await asyncio.to_thread(child.wait)
         with contextlib.suppress(OSError):
-            stats_path(self.config, os.getpid()).unlink()
+            stats_path(self.cache_dir, os.getpid()).unlink()
 
     def stats(self) -> dict[str, Any]:
         """This worker's counts and the child's (from the file it rewrites every second)."""
         child: dict[str, Any] = {}
         if self._child is not None:
             with contextlib.suppress(OSError, ValueError):
-                child = json.loads(stats_path(self.config, os.getpid()).read_text())
+                child = json.loads(stats_path(self.cache_dir, os.getpid()).read_text())
         return {"worker": {"sent": self.sent, "dropped": self.dropped}, **child}
 
 
 # -- the child ---------------------------------------------------------------------------------
 
 
-async def _serve(sock: socket.socket, config: Config) -> None:
+async def _serve(sock: socket.socket, config: SinksConfig, cache_dir: str) -> None:
     from s3proxy.sinks.factory import build_sinks
     from s3proxy.sinks.prometheus import count_sink_drop, observe_origin
 
@@ -224,7 +235,7 @@ async def _serve(sock: socket.socket, config: Config) -> None:
 
     sock.setblocking(False)
     loop.add_reader(sock.fileno(), readable)
-    path = stats_path(config, parent)
+    path = stats_path(cache_dir, parent)
     try:
         while not done.done():
             with contextlib.suppress(TimeoutError):
@@ -264,7 +275,7 @@ def reserve_cpus(sink_cpus: tuple[int, ...]) -> None:
     _logger.info("cpus_reserved", workers=sorted(workers or usable), sinks=list(sink_cpus))
 
 
-def place(config: Config) -> str | None:
+def place(config: SinksConfig) -> str | None:
     """Run on ``--sink-cpus`` if given (see :func:`reserve_cpus`), at the lowest priority.
     First thing in the child, so that every thread it starts inherits both; returns why the
     CPUs could not be had (then it runs where the worker does), or ``None``."""
@@ -279,20 +290,22 @@ def place(config: Config) -> str | None:
 
 def main(argv: list[str]) -> None:
     """``python -m s3proxy.sinks.process FD``: run the sinks for one worker."""
-    config = Config.from_json(os.environ[CONFIG_ENV])
+    settings = json.loads(os.environ[CONFIG_ENV])
+    config = SinksConfig(**settings["sinks"])
+    logs = LogsConfig(**settings["logs"])
     unplaced = place(config)
     log.configure(
-        level=config.log_level,
-        log_dir=config.log_dir,
-        console=config.console,
-        json_format=config.log_format == "json",
+        level=logs.log_level,
+        log_dir=logs.log_dir,
+        console=logs.console,
+        json_format=logs.log_format == "json",
     )
     if unplaced:
         _logger.warning("sink_cpus_unavailable", cpus=list(config.sink_cpus), error=unplaced)
     sock = socket.socket(fileno=int(argv[1]))
     started = time.monotonic()
     try:
-        asyncio.run(_serve(sock, config))
+        asyncio.run(_serve(sock, config, settings["dir"]))
     except KeyboardInterrupt:
         pass
     finally:

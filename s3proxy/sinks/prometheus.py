@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from s3proxy.config import Config
 from s3proxy.record import RequestRecord
 
 if TYPE_CHECKING:
@@ -161,16 +160,16 @@ def exposition() -> tuple[bytes, str]:
     return render(registry), CONTENT_TYPE_LATEST
 
 
-def multiprocess_dir(config: Config) -> str:
+def multiprocess_dir(cache_dir: str) -> str:
     """Where the sink processes write their metric files: ``PROMETHEUS_MULTIPROC_DIR`` if the
     operator set it, else ``<cache_dir>/prometheus``."""
-    return os.environ.get(MULTIPROC_ENV) or os.path.join(config.cache_dir, "prometheus")
+    return os.environ.get(MULTIPROC_ENV) or os.path.join(cache_dir, "prometheus")
 
 
-def prepare_multiprocess(config: Config) -> str:
+def prepare_multiprocess(cache_dir: str) -> str:
     """Once, before any worker starts: an empty directory for the metric files, so counts
     restart with the server. Returns it (the sink processes get it in their environment)."""
-    directory = Path(multiprocess_dir(config))
+    directory = Path(multiprocess_dir(cache_dir))
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink(missing_ok=True)
