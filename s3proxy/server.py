@@ -43,7 +43,8 @@ def prepare(config: Config) -> None:
         cache.recount()
     finally:
         cache.close()
-    _logger.info("starting", removed_leftovers=removed, **log.redact(asdict(config)))
+    settings = {name: value for part in asdict(config).values() for name, value in part.items()}
+    _logger.info("starting", removed_leftovers=removed, **log.redact(settings))
 
 
 def run(config: Config) -> None:
