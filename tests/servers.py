@@ -227,6 +227,7 @@ class ProxyProcess:
             ):
                 return self
             time.sleep(0.05)
+        self.kill()  # never leave a server (and its workers) running past a failed start
         raise RuntimeError("s3proxy did not start listening")
 
     def kill(self, sig: int | None = None) -> None:
