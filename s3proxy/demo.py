@@ -43,6 +43,22 @@ class DemoOrigin:
     secret: str
 
 
+def instructions(url: str, token: str) -> str:
+    """What the demo prints on start: where the site is, the management token and curl lines
+    to paste (a page, a purge of it, the cache stats). ``url`` ends without a slash."""
+    auth = f'-H "Authorization: Bearer {token}"'
+    return "\n".join(
+        [
+            f"s3proxy demo: serving the sample site at {url}/",
+            f"management token (random, for this run only): {token}",
+            "try:",
+            f"  curl -i {url}/docs/guide.html",
+            f'  curl {auth} "{url}/_proxy/_private/_cache/clear?path=/docs/guide.html"',
+            f"  curl {auth} {url}/_proxy/_private/_cache/stats",
+        ]
+    )
+
+
 def site_files() -> list[tuple[str, Path]]:
     """Every file of the sample site as (object key, local path), sorted by key.
 

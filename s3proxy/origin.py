@@ -155,6 +155,16 @@ def meta_from_response(response: dict[str, Any]) -> ObjectMeta:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """What S3 said to one request, for :func:`s3proxy.startup.classify`: its HTTP status
+    (``None`` when no answer came) and its error code (``NoSuchBucket``), or the failure's
+    name when no answer came (``EndpointConnectionError``, ``NoCredentialsError``)."""
+
+    status: int | None
+    code: str = ""
+
+
 def _outcome(exc: OriginError) -> str:
     if isinstance(exc, ObjectNotFound):
         return "not_found"
@@ -263,6 +273,26 @@ class Origin:
         verify = _md5_verifiable(response) and not byte_range
         md5 = hashlib.md5(usedforsecurity=False) if verify else None
         return OriginObject(key, meta_from_response(response), response["Body"], md5)
+
+    @property
+    def endpoint_url(self) -> str:
+        """The endpoint the client sends to: the flag's, ``AWS_ENDPOINT_URL*``'s, or AWS's."""
+        return str(self._client.meta.endpoint_url)
+
+    async def probe(self, key: str) -> ProbeAnswer:
+        """GetObject the first byte of ``key``, once (no retries), and say what S3 answered.
+        Never raises for S3's, the network's or the credentials' failures."""
+        try:
+            response = await self._fast_client.get_object(
+                Bucket=self.bucket, Key=key, Range="bytes=0-0"
+            )
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return ProbeAnswer(status, str(exc.response.get("Error", {}).get("Code", "")))
+        except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
+            return ProbeAnswer(None, type(exc).__name__)
+        response["Body"].close()
+        return ProbeAnswer(response["ResponseMetadata"]["HTTPStatusCode"])
 
     async def check(self) -> None:
         """Raise :class:`OriginError` unless S3 answers for the bucket (readiness probes).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from dataclasses import asdict
 from typing import Any
@@ -84,7 +85,7 @@ def worker_app() -> App:
 def run_demo(params: dict[str, Any]) -> None:
     """Start the local S3 emulator with the sample site and serve it."""
     from s3proxy.cli import build_config
-    from s3proxy.demo import run_demo_origin
+    from s3proxy.demo import instructions, run_demo_origin
 
     # The emulator needs no AWS settings, and a profile that does not exist breaks moto.
     os.environ.pop("AWS_PROFILE", None)
@@ -102,9 +103,13 @@ def run_demo(params: dict[str, Any]) -> None:
             cache_dir=tmp
             if params.get("cache_dir") == default_cache_dir()
             else config.cache.cache_dir,
+            # A random management token, unless one was given, so the API can be tried.
+            auth_key=config.process.auth_key or secrets.token_urlsafe(18),
         )
         listen = config.process
         host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host
-        print(f"s3proxy demo: serving the sample site at http://{host}:{listen.port}/", flush=True)
+        host = f"[{host}]" if ":" in host else host
+        assert listen.auth_key is not None
+        print(instructions(f"http://{host}:{listen.port}", listen.auth_key), flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             run(config)

@@ -5,6 +5,7 @@ import errno
 import html.parser
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -412,3 +413,102 @@ def test_the_demo_command_serves_the_sample_site() -> None:
         assert missing.content == (SITE_DIR / "404.html").read_bytes()
     finally:
         proxy.kill()
+
+
+def _lines_until(proc: subprocess.Popen[bytes], last: str, timeout: float) -> list[str]:
+    """Lines of ``proc``'s output up to one containing ``last`` (read in a thread, so a
+    process that never prints it fails the test after ``timeout`` instead of hanging it)."""
+    import queue
+
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            lines.put(raw.decode(errors="replace").rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    seen: list[str] = []
+    while not seen or last not in seen[-1]:
+        line = lines.get(timeout=timeout)
+        assert line is not None, "\n".join(seen)
+        seen.append(line)
+    return seen
+
+
+@pytest.mark.skipif(not shutil.which("curl"), reason="needs curl (.ci/run installs it)")
+def test_the_demo_prints_a_random_token_and_curl_lines_that_work() -> None:
+    """The demo sets a random management token, prints it with curl lines for a page, a purge
+    and the stats, and each line, pasted into a shell, works with that token; a second demo
+    gets another token."""
+    import json
+    import shlex
+
+    from tests.servers import ProxyProcess, free_port
+
+    tokens = []
+    for _ in range(2):
+        port = free_port()
+        args = ["--demo", "--port", str(port), "--dir", "", "--host", "127.0.0.1"]
+        proxy = ProxyProcess(args, {"S3PROXY_THREADS": "1"}, port)
+        try:
+            output = _lines_until(proxy.proc, "_cache/stats", timeout=60)
+            proxy.wait_ready(timeout=60)
+            token = next(line for line in output if "management token" in line).split()[-1]
+            curls = [shlex.split(line) for line in output if line.strip().startswith("curl ")]
+            assert len(curls) == 3
+            page, purge, stats = (
+                subprocess.run(c, capture_output=True, text=True, timeout=30, check=True)
+                for c in curls
+            )
+            assert page.stdout.startswith("HTTP/1.1 200")
+            assert json.loads(purge.stdout) == {
+                "cleared": True,
+                "key": "docs/guide.html",
+                "dropped": ["docs/guide.html"],
+            }
+            assert json.loads(stats.stdout)["requests"]["miss"] >= 1
+            assert f"Bearer {token}" in shlex.join(curls[2])
+            wrong = [c.replace(token, "wrong") for c in curls[2]]
+            refused = subprocess.run(
+                wrong + ["-o", "/dev/null", "-w", "%{http_code}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert refused.stdout == "403"
+            tokens.append(token)
+        finally:
+            proxy.kill()
+    assert len(set(tokens)) == 2 and all(len(t) >= 20 for t in tokens)
+
+
+def test_venv_setup_runs_pip_only_when_pyproject_changed(tmp_path: Path) -> None:
+    """scripts/demo and scripts/test install once; later starts run no pip (so they take
+    seconds and work offline) until pyproject.toml changes. The venv's interpreter is a
+    stand-in that records how it is called, so no package is really installed."""
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "_venv.sh").write_text((REPO / "scripts" / "_venv.sh").read_text())
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(
+        f'#!/bin/sh\necho "$*" >> {tmp_path}/calls\n'
+        f'if [ "$1" = -c ]; then exec {sys.executable} "$@"; fi\n'
+    )
+    python.chmod(0o755)
+
+    def start(extras: str) -> list[str]:
+        (tmp_path / "calls").write_text("")
+        script = f"S3PROXY_EXTRAS={extras}; source scripts/_venv.sh"
+        subprocess.run(["bash", "-c", script], cwd=tmp_path, check=True, timeout=60)
+        calls = (tmp_path / "calls").read_text().splitlines()
+        return [call for call in calls if call.startswith("-m pip install")]
+
+    assert start("demo")[-1].endswith("-e .[demo]")
+    assert start("demo") == []
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\nversion = '2'\n")
+    assert start("demo") != []
+    assert start("dev")[-1].endswith("-e .[dev]")
+    assert start("dev") == [] and start("demo") == []  # dev's extras include demo's

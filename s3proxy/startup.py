@@ -1,0 +1,145 @@
+"""What an operator sees at startup: one console line saying what is served from where, and
+the bucket check that says in plain words why S3 will not serve the site.
+
+:func:`classify` is pure: S3's answer to one GetObject of the index (its HTTP status and
+error code, or the failure's name when no answer came) -> a :class:`Verdict` naming the part
+that is wrong (the endpoint, the credentials or the bucket) and why. :func:`check_bucket` makes
+that request through :class:`~s3proxy.origin.Origin`; the readiness probe classifies the same
+answer, so ``/_proxy/ready`` fails for as long as the startup check would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+
+from s3proxy import __version__
+from s3proxy.config import Config
+from s3proxy.origin import Origin, ProbeAnswer
+
+
+class Part(enum.IntEnum):
+    """What a check found wrong, in the order a request needs them."""
+
+    ENDPOINT = 1
+    CREDENTIALS = 2
+    BUCKET = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """``failed``: the part that is wrong (``None``: S3 serves the site); ``reason``: one line
+    for an operator, naming the bucket or endpoint but never a secret."""
+
+    failed: Part | None
+    reason: str
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+
+# S3's error codes, and the names of the failures when no answer came, in plain words. The
+# codes are S3's (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html).
+_CREDENTIALS = {
+    "NoCredentialsError": "no credentials: none given (--key/--secret) and none found in the "
+    "AWS chain (environment, profile, container or instance role)",
+    "PartialCredentialsError": "incomplete credentials: an access key id without its secret "
+    "(or the reverse)",
+    "InvalidAccessKeyId": "credentials rejected: S3 does not know this access key id",
+    "SignatureDoesNotMatch": "credentials rejected: the secret key does not belong to this "
+    "access key id",
+    "ExpiredToken": "credentials rejected: the session token has expired",
+    "InvalidToken": "credentials rejected: the session token is invalid",
+    "TokenRefreshRequired": "credentials rejected: the session token has expired",
+    "RequestTimeTooSkewed": "clock skew: this machine's clock differs from S3's by more than "
+    "15 minutes; set it right (NTP) and restart",
+}
+_UNREACHABLE = {
+    "EndpointConnectionError",
+    "ClientConnectorError",
+    "ClientConnectionError",
+    "ServerDisconnectedError",
+    "ConnectionClosedError",
+}
+_NO_ANSWER = {"ConnectTimeoutError", "ReadTimeoutError", "TimeoutError"}
+_WRONG_REGION = {"AuthorizationHeaderMalformed", "PermanentRedirect", "IllegalLocationConstraint"}
+
+
+def classify(answer: ProbeAnswer, *, bucket: str, key: str, endpoint: str) -> Verdict:
+    """What S3's ``answer`` to a GetObject of ``key`` (the site's index) says about serving
+    ``bucket`` from ``endpoint``.
+
+    A missing index (404 ``NoSuchKey``) is no failure: the bucket answers, only ``/`` will be
+    a 404. A 403 is one, since the proxy cannot read its own home page (with credentials
+    lacking ``s3:ListBucket``, S3 also answers 403 for a key that does not exist).
+    """
+    status, code = answer.status, answer.code
+    where = f"s3://{bucket}/{key}"
+    if status in (200, 206, 304, 416):  # 416: the index is empty, but it is there
+        return Verdict(None, f"bucket {bucket} answers; {key} is readable")
+    if code in _CREDENTIALS:
+        return Verdict(Part.CREDENTIALS, _CREDENTIALS[code])
+    if code in _UNREACHABLE:
+        return Verdict(Part.ENDPOINT, f"endpoint unreachable: cannot connect to {endpoint}")
+    if code in _NO_ANSWER:
+        return Verdict(Part.ENDPOINT, f"endpoint unreachable: {endpoint} did not answer in time")
+    if code == "SSLError":
+        return Verdict(Part.ENDPOINT, f"TLS failed with {endpoint} (certificate or protocol)")
+    if code == "NoSuchBucket":
+        return Verdict(Part.BUCKET, f"no such bucket: {bucket} does not exist at {endpoint}")
+    if code == "NoSuchKey" or status == 404:
+        return Verdict(None, f"bucket {bucket} answers, but has no {key}: / will be a 404")
+    if code in _WRONG_REGION or status == 301:
+        return Verdict(
+            Part.BUCKET, f"wrong region: bucket {bucket} is in another region (--region)"
+        )
+    if code == "InvalidBucketName":
+        return Verdict(Part.BUCKET, f"invalid bucket name: {bucket}")
+    if code == "AccessDenied" or status == 403:
+        return Verdict(
+            Part.BUCKET,
+            f"access denied: these credentials may not read {where} (they need s3:GetObject "
+            "on it; without s3:ListBucket a missing key is denied too)",
+        )
+    if status is not None and status >= 500:
+        return Verdict(Part.ENDPOINT, f"S3 at {endpoint} is failing: {status} {code}".rstrip())
+    said = f"HTTP {status} {code}".rstrip() if status is not None else code or "no answer"
+    return Verdict(Part.ENDPOINT, f"unexpected answer from {endpoint}: {said}")
+
+
+def index_key(config: Config) -> str:
+    """The object ``/`` serves: the check reads it, as the first visitor will."""
+    return config.site.prefix + config.site.index_document
+
+
+async def probe(origin: Origin, config: Config) -> Verdict:
+    """Ask S3 for the index with ``origin`` and classify the answer; waits at most
+    ``--connect-timeout`` plus 5 s."""
+    key = index_key(config)
+    try:
+        async with asyncio.timeout(config.origin.connect_timeout + 5):
+            answer = await origin.probe(key)
+    except TimeoutError:
+        answer = ProbeAnswer(None, "TimeoutError")
+    return classify(answer, bucket=origin.bucket, key=key, endpoint=origin.endpoint_url)
+
+
+async def check_bucket(config: Config) -> tuple[str, Verdict]:
+    """Open an origin for ``config``, probe it, close it: (the endpoint used, the verdict)."""
+    async with Origin(config.origin) as origin:
+        return origin.endpoint_url, await probe(origin, config)
+
+
+def banner(config: Config, endpoint: str, workers: int) -> str:
+    """The one console line of a start: version, what is served from where, at which
+    address, by how many workers, cached where."""
+    prefix = f" (prefix {config.site.prefix})" if config.site.prefix else ""
+    listen = config.process
+    host = f"[{listen.host}]" if ":" in listen.host else listen.host
+    plural = "s" if workers != 1 else ""
+    return (
+        f"s3proxy {__version__} serving bucket {config.origin.bucket}{prefix} from {endpoint} "
+        f"at http://{host}:{listen.port}, {workers} worker{plural}, cache {config.cache.cache_dir}"
+    )
