@@ -252,3 +252,47 @@ def cli_args(s3: S3Server, bucket: str, cache_dir: str, port: int, *extra: str) 
         "--endpoint-url", s3.endpoint_url, "--path-style", "true", "--port", str(port),
         "--cache-dir", cache_dir, "--dir", "", "--host", "127.0.0.1", *extra,
     ]  # fmt: skip
+
+
+class Output:
+    """A process's output lines, read by a thread as they come, so a test waits for a line
+    with a timeout instead of hanging on a read that never returns."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._ended = False
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        try:
+            for raw in stream:
+                with self._changed:
+                    self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                    self._changed.notify_all()
+        except (OSError, ValueError):
+            pass  # the test closed the pipe
+        finally:
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+
+    def until(self, text: str, timeout: float = 60) -> list[str]:
+        """The lines up to the first one containing ``text``; AssertionError (with what was
+        read) if the output ends or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for number, line in enumerate(self.lines):
+                    if text in line:
+                        return self.lines[: number + 1]
+                left = deadline - time.monotonic()
+                if self._ended or left <= 0:
+                    raise AssertionError(f"no line with {text!r} in:\n" + "\n".join(self.lines))
+                self._changed.wait(left)
+
+    def all(self, timeout: float = 30) -> list[str]:
+        """Every line, once the process has ended and its output is read to the end."""
+        self._thread.join(timeout)
+        return self.lines

@@ -415,28 +415,6 @@ def test_the_demo_command_serves_the_sample_site() -> None:
         proxy.kill()
 
 
-def _lines_until(proc: subprocess.Popen[bytes], last: str, timeout: float) -> list[str]:
-    """Lines of ``proc``'s output up to one containing ``last`` (read in a thread, so a
-    process that never prints it fails the test after ``timeout`` instead of hanging it)."""
-    import queue
-
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            lines.put(raw.decode(errors="replace").rstrip("\n"))
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    seen: list[str] = []
-    while not seen or last not in seen[-1]:
-        line = lines.get(timeout=timeout)
-        assert line is not None, "\n".join(seen)
-        seen.append(line)
-    return seen
-
-
 @pytest.mark.skipif(not shutil.which("curl"), reason="needs curl (.ci/run installs it)")
 def test_the_demo_prints_a_random_token_and_curl_lines_that_work() -> None:
     """The demo sets a random management token, prints it with curl lines for a page, a purge
@@ -445,7 +423,7 @@ def test_the_demo_prints_a_random_token_and_curl_lines_that_work() -> None:
     import json
     import shlex
 
-    from tests.servers import ProxyProcess, free_port
+    from tests.servers import Output, ProxyProcess, free_port
 
     tokens = []
     for _ in range(2):
@@ -453,7 +431,7 @@ def test_the_demo_prints_a_random_token_and_curl_lines_that_work() -> None:
         args = ["--demo", "--port", str(port), "--dir", "", "--host", "127.0.0.1"]
         proxy = ProxyProcess(args, {"S3PROXY_THREADS": "1"}, port)
         try:
-            output = _lines_until(proxy.proc, "_cache/stats", timeout=60)
+            output = Output(proxy.proc.stdout).until("_cache/stats", timeout=60)
             proxy.wait_ready(timeout=60)
             token = next(line for line in output if "management token" in line).split()[-1]
             curls = [shlex.split(line) for line in output if line.strip().startswith("curl ")]
