@@ -17,7 +17,7 @@ OWNERS = {
     "botocore": {"origin.py", "demo.py"},
     "aiohttp": {"origin.py"},
     "diskcache": {"cache/store.py"},
-    "structlog": {"logging.py"},
+    "structlog": {"logging/__init__.py"},
     "moto": {"demo.py"},
     "boto3": {"demo.py"},
     # protocol.py extends uvicorn's HTTP protocol (the request-head bound); server.py runs it.

@@ -1,4 +1,4 @@
-"""s3proxy.logging: real files in tmp_path, time injected through ``slog._clock``."""
+"""s3proxy.logging: real files in tmp_path, time injected through ``sink.clock``."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
+import structlog
 import uvicorn
 
 from s3proxy import logging as slog
+from s3proxy.logging import sink
 
 # 2024-05-01T23:59:59.250Z: a quarter second before a UTC midnight.
 BEFORE_MIDNIGHT = calendar.timegm((2024, 5, 1, 23, 59, 59)) + 0.25
@@ -44,7 +46,7 @@ def clean_logging() -> Iterator[None]:
         lg.setLevel(level)
         lg.handlers[:] = handlers
         lg.propagate = propagate
-    assert not any(isinstance(h, slog._StdlibHandler) for h in root.handlers)
+    assert not any(isinstance(h, slog._SinkHandler) for h in root.handlers)
 
 
 def _touched_loggers() -> list[logging.Logger]:
@@ -55,7 +57,7 @@ def _touched_loggers() -> list[logging.Logger]:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock(BEFORE_MIDNIGHT)
-    monkeypatch.setattr(slog, "_clock", fake)
+    monkeypatch.setattr(sink, "clock", fake)
     return fake
 
 
@@ -70,12 +72,21 @@ def read_lines(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in data.splitlines()]
 
 
-def test_access_line_is_one_json_object_with_ts_level_event_first(
+def request(n: int, path: str = "/") -> None:
+    """A request line whose ``bytes`` field is ``n`` (tests read the order back from it)."""
+    slog.request("GET", path, 200, n, 0.5, "hit", "127.0.0.1")
+
+
+def numbers(path: Path) -> list[object]:
+    return [line["bytes"] for line in read_lines(path)]
+
+
+def test_request_line_is_one_json_object_with_ts_level_event_first(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     """The request line is compact JSON: ts (UTC, ms), level, event, then the fields."""
     slog.configure(log_dir=str(tmp_path))
-    slog.access({"method": "GET", "path": "/a b\n", "status": 200, "duration_ms": 1.5})
+    slog.request("GET", "/a b\n", 200, 3, 1.5, "miss", "::1")
     slog.flush()
 
     raw = log_file(tmp_path).read_text()
@@ -88,7 +99,10 @@ def test_access_line_is_one_json_object_with_ts_level_event_first(
         "method": "GET",
         "path": "/a b\n",
         "status": 200,
+        "bytes": 3,
         "duration_ms": 1.5,
+        "cache": "miss",
+        "client_ip": "::1",
     }
     assert list(line)[:3] == ["ts", "level", "event"]
 
@@ -101,12 +115,11 @@ def test_access_line_is_one_json_object_with_ts_level_event_first(
         pytest.param("/caf\u00e9/\u2028", id="unicode"),
     ],
 )
-@pytest.mark.parametrize("json_format", [True, False], ids=["json", "console"])
-def test_request_line_equals_the_generic_access_line(
-    tmp_path: Path, clock: FakeClock, path: str, json_format: bool
+def test_request_line_is_what_structlogs_json_renderer_writes(
+    tmp_path: Path, clock: FakeClock, path: str
 ) -> None:
-    """The fast request renderer writes exactly what access() writes for the same fields."""
-    fields = {
+    """The fixed-shape request line is byte for byte the JSONRenderer's line for its fields."""
+    fields: dict[str, object] = {
         "method": "GET",
         "path": path,
         "status": 206,
@@ -115,23 +128,37 @@ def test_request_line_equals_the_generic_access_line(
         "cache": "hit",
         "client_ip": '1.2.3.4"',
     }
-    slog.configure(log_dir=str(tmp_path), json_format=json_format)
+    slog.configure(log_dir=str(tmp_path))
     slog.request(*fields.values())  # type: ignore[arg-type]
-    slog.access(fields)
     slog.flush()
-    first, second, _ = log_file(tmp_path).read_text().split("\n")
-    assert first == second
-    if json_format:
-        assert json.loads(first)["path"] == path
+
+    head = {"ts": "2024-05-01T23:59:59.250Z", "level": "info", "event": "request"}
+    rendered = structlog.processors.JSONRenderer(separators=(",", ":"))(None, "", head | fields)
+    assert log_file(tmp_path).read_text() == f"{rendered}\n"
 
 
-def test_unencodable_values_do_not_break_the_line(tmp_path: Path, clock: FakeClock) -> None:
-    """Odd values become strings instead of raising into the request."""
+def test_request_line_in_console_format_is_structlogs_console_line(
+    clock: FakeClock, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """json_format=False renders the request line with the events' key=value renderer."""
+    slog.configure(log_dir=None, console=True, json_format=False)
+    slog.request("GET", "/index.html", 200, 5, 0.25, "hit", "10.0.0.1")
+    slog.get_logger("s3proxy.app").info("started", port=8080)
+    slog.flush()
+
+    request_line, event_line = capfd.readouterr().out.splitlines()
+    assert request_line.startswith("2024-05-01T23:59:59.250Z [info")
+    assert "request" in request_line and "path=/index.html status=200" in request_line
+    assert "[s3proxy.app]" in event_line and "port=8080" in event_line
+
+
+def test_unencodable_event_values_do_not_break_the_line(tmp_path: Path, clock: FakeClock) -> None:
+    """Odd values in an event become strings instead of raising into the caller."""
     slog.configure(log_dir=str(tmp_path))
     cycle: list[object] = []
     cycle.append(cycle)
-    slog.access({"path": Path("/x")})
-    slog.access({"cycle": cycle})
+    slog.get_logger().info("odd_path", path=Path("/x"))
+    slog.get_logger().info("odd_cycle", cycle=cycle)
     slog.flush()
 
     first, second = read_lines(log_file(tmp_path))
@@ -143,11 +170,11 @@ def test_lines_are_buffered_until_flush(tmp_path: Path, clock: FakeClock) -> Non
     """Nothing reaches the file until flush(); then everything does."""
     slog.configure(log_dir=str(tmp_path))
     for i in range(10):
-        slog.access({"n": i})
+        request(i)
     assert log_file(tmp_path).read_bytes() == b""
 
     slog.flush()
-    assert [line["n"] for line in read_lines(log_file(tmp_path))] == list(range(10))
+    assert numbers(log_file(tmp_path)) == list(range(10))
 
 
 def test_buffer_past_32k_is_written_in_one_write_of_whole_lines(
@@ -164,39 +191,39 @@ def test_buffer_past_32k_is_written_in_one_write_of_whole_lines(
 
     slog.configure(log_dir=str(tmp_path))
     monkeypatch.setattr(os, "write", recording_write)
-    padding = "x" * 1000
+    padding = "/" + "x" * 1000
     n = 0
     while not writes:
-        slog.access({"n": n, "padding": padding})
+        request(n, padding)
         n += 1
 
     (chunk,) = writes
     assert slog.BUFFER_BYTES <= len(chunk) < slog.BUFFER_BYTES + 1100
     assert chunk.endswith(b"\n")
-    assert [json.loads(line)["n"] for line in chunk.splitlines()] == list(range(n))
+    assert [json.loads(line)["bytes"] for line in chunk.splitlines()] == list(range(n))
 
-    slog.access({"n": n})
+    request(n)
     assert len(writes) == 1
     slog.flush()
-    assert len(writes) == 2 and json.loads(writes[1])["n"] == n
+    assert len(writes) == 2 and json.loads(writes[1])["bytes"] == n
 
 
 def test_file_rotates_at_utc_midnight_without_renaming(tmp_path: Path, clock: FakeClock) -> None:
     """After midnight UTC, flushes go to the new day's file; yesterday's stays as it was."""
     slog.configure(log_dir=str(tmp_path))
-    slog.access({"n": 1})
+    request(1)
     slog.flush()
     clock.now = AFTER_MIDNIGHT
-    slog.access({"n": 2})
+    request(2)
     slog.flush()
 
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "s3proxy-2024-05-01.log",
         "s3proxy-2024-05-02.log",
     ]
-    assert [line["n"] for line in read_lines(log_file(tmp_path, "2024-05-01"))] == [1]
+    assert numbers(log_file(tmp_path, "2024-05-01")) == [1]
     (line,) = read_lines(log_file(tmp_path, "2024-05-02"))
-    assert line["n"] == 2 and line["ts"] == "2024-05-02T00:00:00.250Z"
+    assert line["bytes"] == 2 and line["ts"] == "2024-05-02T00:00:00.250Z"
 
 
 @pytest.mark.parametrize(
@@ -210,7 +237,7 @@ def test_file_rotates_at_utc_midnight_without_renaming(tmp_path: Path, clock: Fa
 def test_missing_log_dir_is_created(tmp_path: Path, clock: FakeClock, suffix: str) -> None:
     """The directory is created, trailing slash or not, and the file is mode 0o640 or less."""
     slog.configure(log_dir=f"{tmp_path}/{suffix}")
-    slog.access({"n": 1})
+    request(1)
     slog.flush()
 
     path = log_file(tmp_path / suffix)
@@ -243,13 +270,13 @@ def test_unknown_level_is_rejected(level: str) -> None:
         pytest.param("critical", [], id="critical"),
     ],
 )
-def test_level_filters_access_events_and_stdlib_records(
+def test_level_filters_request_lines_events_and_stdlib_records(
     tmp_path: Path, clock: FakeClock, level: str, expected: list[str]
 ) -> None:
-    """Events below the level are dropped; the access line counts as info."""
+    """Events below the level are dropped; the request line counts as info."""
     slog.configure(level=level, log_dir=str(tmp_path))
     log = slog.get_logger("s3proxy.test")
-    slog.access({"path": "/"})
+    request(0)
     log.debug("dbg")
     log.info("inf")
     log.warning("wrn")
@@ -261,7 +288,7 @@ def test_level_filters_access_events_and_stdlib_records(
 
 
 def test_app_event_has_ts_level_event_logger_then_fields(tmp_path: Path, clock: FakeClock) -> None:
-    """get_logger events share the access line's shape, with the logger's name."""
+    """get_logger events share the request line's shape, with the logger's name."""
     log = slog.get_logger("s3proxy.cache")  # created before configure, like a module global
     slog.configure(log_dir=str(tmp_path))
     log.info("cache_cleared", entries=3)
@@ -312,14 +339,14 @@ def test_uvicorn_records_go_to_the_same_file_in_the_same_format(
     slog.configure(log_dir=str(tmp_path))
     uvicorn.Config(app="unused:app", log_config=None, access_log=False, log_level="info")
     logging.getLogger("uvicorn.error").info("Started server process [%d]", 42)
-    slog.access({"path": "/"})
+    request(0)
     slog.flush()
 
-    uvicorn_line, access_line = read_lines(log_file(tmp_path))
+    uvicorn_line, request_line = read_lines(log_file(tmp_path))
     assert uvicorn_line["event"] == "Started server process [42]"
     assert uvicorn_line["logger"] == "uvicorn.error"
     assert uvicorn_line["level"] == "info"
-    assert list(uvicorn_line)[:3] == list(access_line)[:3] == ["ts", "level", "event"]
+    assert list(uvicorn_line)[:3] == list(request_line)[:3] == ["ts", "level", "event"]
     assert not logging.getLogger("uvicorn.error").handlers
 
 
@@ -335,14 +362,14 @@ def test_configure_twice_does_not_duplicate_lines(tmp_path: Path, clock: FakeClo
 
 
 def test_close_flushes_and_unconfigures(tmp_path: Path, clock: FakeClock) -> None:
-    """close writes what is buffered; afterwards access() writes nothing."""
+    """close writes what is buffered; afterwards request() writes nothing."""
     slog.configure(log_dir=str(tmp_path))
-    slog.access({"n": 1})
+    request(1)
     slog.close()
-    slog.access({"n": 2})
+    request(2)
     slog.flush()
 
-    assert [line["n"] for line in read_lines(log_file(tmp_path))] == [1]
+    assert numbers(log_file(tmp_path)) == [1]
 
 
 def test_console_echoes_the_same_lines_to_stdout(
@@ -350,24 +377,11 @@ def test_console_echoes_the_same_lines_to_stdout(
 ) -> None:
     """--console true writes the file's lines to stdout as well, at flush time."""
     slog.configure(log_dir=str(tmp_path), console=True)
-    slog.access({"n": 1})
+    request(1)
     assert capfd.readouterr().out == ""
     slog.flush()
 
     assert capfd.readouterr().out == log_file(tmp_path).read_text()
-
-
-def test_console_format_is_key_value(clock: FakeClock, capfd: pytest.CaptureFixture[str]) -> None:
-    """json_format=False renders human key=value lines for every kind of record."""
-    slog.configure(log_dir=None, console=True, json_format=False)
-    slog.access({"path": "/index.html", "status": 200})
-    slog.get_logger("s3proxy.app").info("started", port=8080)
-    slog.flush()
-
-    access_line, event_line = capfd.readouterr().out.splitlines()
-    assert access_line.startswith("2024-05-01T23:59:59.250Z [info")
-    assert "request" in access_line and "path=/index.html status=200" in access_line
-    assert "[s3proxy.app]" in event_line and "port=8080" in event_line
 
 
 def test_flush_periodically_flushes_and_flushes_again_when_cancelled(
@@ -387,22 +401,22 @@ def test_flush_periodically_flushes_and_flushes_again_when_cancelled(
 
         monkeypatch.setattr(slog, "flush", flush_and_tell)
         task = asyncio.create_task(slog.flush_periodically(0.001))
-        slog.access({"n": 1})
+        request(1)
         await asyncio.wait_for(flushed.wait(), timeout=5)
-        assert [line["n"] for line in read_lines(path)] == [1]
+        assert numbers(path) == [1]
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
         task = asyncio.create_task(slog.flush_periodically(3600))
         await asyncio.sleep(0)
-        slog.access({"n": 2})
+        request(2)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(scenario())
-    assert [line["n"] for line in read_lines(path)] == [1, 2]
+    assert numbers(path) == [1, 2]
 
 
 def _append_from_another_process(log_dir: str, writer: int, count: int, start: Event) -> None:
@@ -411,7 +425,7 @@ def _append_from_another_process(log_dir: str, writer: int, count: int, start: E
     start.wait()
     padding = "p" * (97 + 31 * writer)  # line lengths that do not divide 32 KiB evenly
     for seq in range(count):
-        slog.access({"writer": writer, "seq": seq, "padding": padding})
+        request(seq, f"/{writer}/{padding}")
     slog.close()
 
 
@@ -433,18 +447,19 @@ def test_two_processes_append_only_whole_lines_to_one_file(tmp_path: Path) -> No
 
     lines = [line for path in sorted(tmp_path.iterdir()) for line in read_lines(path)]
     for writer in (0, 1):
-        assert [line["seq"] for line in lines if line["writer"] == writer] == list(range(count))
+        mine = [line["bytes"] for line in lines if str(line["path"]).startswith(f"/{writer}/")]
+        assert mine == list(range(count))
     assert len(lines) == 2 * count
 
 
 def test_forked_child_does_not_write_the_parents_buffer(tmp_path: Path, clock: FakeClock) -> None:
     """Lines buffered before a fork are written once, by the parent."""
     slog.configure(log_dir=str(tmp_path))
-    slog.access({"who": "parent"})
+    request(0, "/parent")
     pid = os.fork()
     if pid == 0:  # child: never return into pytest
         try:
-            slog.access({"who": "child"})
+            request(0, "/child")
             slog.flush()
         finally:
             os._exit(0)
@@ -452,9 +467,9 @@ def test_forked_child_does_not_write_the_parents_buffer(tmp_path: Path, clock: F
     assert os.waitstatus_to_exitcode(status) == 0
     slog.flush()
 
-    assert sorted(str(line["who"]) for line in read_lines(log_file(tmp_path))) == [
-        "child",
-        "parent",
+    assert sorted(str(line["path"]) for line in read_lines(log_file(tmp_path))) == [
+        "/child",
+        "/parent",
     ]
 
 
@@ -472,7 +487,7 @@ def test_line_pieces_are_whole_lines_within_the_limit(
     data: bytes, limit: int, pieces: list[bytes]
 ) -> None:
     """stdout writes are cut after newlines, within PIPE_BUF unless one line is longer."""
-    assert list(slog._line_pieces(data, limit)) == pieces
+    assert list(sink.line_pieces(data, limit)) == pieces
 
 
 def test_stdout_writes_stay_within_pipe_buf(
@@ -488,12 +503,14 @@ def test_stdout_writes_stay_within_pipe_buf(
     monkeypatch.setattr(os, "write", recording_write)
     slog.configure(log_dir=None, console=True)
     for n in range(200):
-        slog.access({"n": n, "padding": "x" * 300})
+        request(n, "/" + "x" * 300)
     slog.flush()
 
     assert len(writes) > 1
     assert all(len(w) <= select.PIPE_BUF and w.endswith(b"\n") for w in writes)
-    assert [json.loads(line)["n"] for w in writes for line in w.splitlines()] == list(range(200))
+    assert [json.loads(line)["bytes"] for w in writes for line in w.splitlines()] == list(
+        range(200)
+    )
 
 
 @pytest.mark.parametrize(
