@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from s3proxy.record import RequestRecord
-from s3proxy.sinks.base import Location, LocationMemo, SinkRunner, Sinks
+from s3proxy.sinks.base import Location, SinkRunner, Sinks
+from s3proxy.sinks.text import LocationMemo
 from tests.sink_servers import ListSink, make_record
 
 

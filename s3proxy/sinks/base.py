@@ -7,13 +7,12 @@ import collections
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol
 
 from s3proxy import logging as log
 from s3proxy.record import RequestRecord
 
 _logger = log.get_logger("s3proxy.sinks")
-T = TypeVar("T")
 
 #: Records written to a sink in one call, at most.
 BATCH = 500
@@ -39,28 +38,6 @@ class Sink(Protocol):
 #: What GeoIP knows of an address: flat string fields (see :mod:`s3proxy.sinks.geoip`).
 #: Shared between the records of one address: sinks must not change it.
 Location = dict[str, str]
-
-
-class LocationMemo(Generic[T]):
-    """What a sink derives from a location (its tags, its coordinates), computed once per
-    location dict. Kept by the dict's identity, which is safe because the memo holds the
-    dict itself (its id cannot be reused meanwhile), and cheap because the enricher shares
-    one dict among all the records of an address. Starts over at ``size`` entries."""
-
-    def __init__(self, derive: Callable[[Location | None], T], size: int = 4096) -> None:
-        self.derive, self.size = derive, size
-        self.none = derive(None)
-        self._memo: dict[int, tuple[Location, T]] = {}
-
-    def __call__(self, location: Location | None) -> T:
-        if not location:
-            return self.none
-        entry = self._memo.get(id(location))
-        if entry is None or entry[0] is not location:
-            if len(self._memo) >= self.size:
-                self._memo.clear()
-            entry = self._memo[id(location)] = (location, self.derive(location))
-        return entry[1]
 
 
 class Enricher(Protocol):

@@ -32,27 +32,33 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import functools
-import math
 import ssl
-from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from s3proxy.record import RequestRecord
-from s3proxy.sinks.base import Location, LocationMemo
+from s3proxy.sinks.base import Location
 from s3proxy.sinks.tcp import CONNECT_TIMEOUT, WRITE_TIMEOUT, TcpStream
+from s3proxy.sinks.text import (
+    GEO_TAGS,
+    KindMemo,
+    LocationMemo,
+    Tags,
+    coordinates,
+    geo_tags,
+    media_type,
+    path,
+)
 
 #: An HTTP answer's body is read up to this size (error messages are short).
 MAX_ANSWER = 1 << 20
-GEO_TAGS = ("city", "continent", "country", "country_iso_code", "subdivision")
-#: Escaped tag values kept for reuse (per function: methods, resources, addresses, types).
-FIELD_MEMO = 8192
-#: Line texts kept for reuse; they start over when there are this many.
-SERIES_MEMO = 4096
 
 _CONTROL = {code: "_" for code in (*range(0x20), 0x7F)}
 _MEASUREMENT = str.maketrans({**_CONTROL, ",": "\\,", " ": "\\ ", "\\": "%5C"})
 _TAG = str.maketrans({**_CONTROL, ",": "\\,", "=": "\\=", " ": "\\ ", "\\": "%5C"})
+#: Tags stay in sorted order, as InfluxDB prefers them: a location's go between ``cache`` and
+#: ``ipaddress`` (all but one sort there) and after ``status``.
+_GEO_BEFORE = tuple(key for key in GEO_TAGS if "cache" < key < "ipaddress")
+_GEO_AFTER = tuple(key for key in GEO_TAGS if key > "status")
 
 
 class LineProtocolError(ConnectionError):
@@ -63,75 +69,44 @@ def tag_value(value: str) -> str:
     return value.translate(_TAG)
 
 
-def media_type(content_type: str) -> str:
-    """``text/html; charset=utf-8`` -> ``text/html``: parameters would only split series."""
-    return content_type.split(";", 1)[0].strip()
+#: ``,key=value`` texts, each escaped once.
+TAGS = Tags(tag_value, ",")
 
 
 def encode_line(measurement: str, record: RequestRecord) -> str:
-    """One record as a line (``measurement`` already escaped), ``\\n`` included."""
+    """One record as a line (``measurement`` already escaped), ``\\n`` included: what
+    :meth:`LineProtocolSink.encode` writes, made from scratch."""
     tags = [
         ("cache", record.cache),
         ("ipaddress", record.ip),
         ("method", record.method),
         ("mimeType", media_type(record.mime_type)),
-        ("resource", record.resource.split("?", 1)[0]),
+        ("resource", path(record.resource)),
         ("status", str(record.status)),
+        *geo_tags(record.location or {}),
     ]
-    location = record.location
-    if location:
-        tags += [(key, str(location[key])) for key in GEO_TAGS if location.get(key) is not None]
     tag_set = "".join(f",{key}={tag_value(value)}" for key, value in sorted(tags) if value)
-    return f"{measurement}{tag_set} {_fields(record, _coordinates(location or {}))}"
-
-
-def _fields(record: RequestRecord, coordinates: str) -> str:
     return (
-        f"size={record.size}i,duration_ms={record.duration_us / 1000!r},"
+        f"{measurement}{tag_set} size={record.size}i,"
+        f"duration_ms={record.duration_us / 1000!r},"
         f"compressed={'true' if record.compressed else 'false'},"
-        f"origin_bytes={record.origin_bytes}i{coordinates} {round(record.timestamp * 1e9)}\n"
+        f"origin_bytes={record.origin_bytes}i{_coordinates(record.location)} "
+        f"{round(record.timestamp * 1e9)}\n"
     )
 
 
+def _coordinates(location: Location | None) -> str:
+    found = coordinates(location or {})
+    return "" if found is None else f",latitude={found[0]!r},longitude={found[1]!r}"
+
+
 def _location_parts(location: Location | None) -> tuple[str, str, str]:
-    """A location's tags before ``ipaddress`` and after ``status`` (tags stay in sorted
-    order, as InfluxDB prefers them), and its coordinate fields."""
+    """A location's tags before ``ipaddress`` and after ``status``, and its coordinate
+    fields."""
     if not location:
         return "", "", ""
-    tags = [(key, str(location[key])) for key in GEO_TAGS if location.get(key) is not None]
-    before = "".join(f",{k}={tag_value(v)}" for k, v in sorted(tags) if v and k < "ipaddress")
-    after = "".join(f",{k}={tag_value(v)}" for k, v in sorted(tags) if v and k > "status")
-    return before, after, _coordinates(location)
-
-
-@functools.lru_cache(maxsize=FIELD_MEMO)
-def _tag(key: str, value: str) -> str:
-    """``,key=value`` escaped; nothing for an empty value."""
-    return f",{key}={tag_value(value)}" if value else ""
-
-
-@functools.lru_cache(maxsize=FIELD_MEMO)
-def _resource(resource: str) -> str:
-    return _tag("resource", resource.split("?", 1)[0])
-
-
-@functools.lru_cache(maxsize=FIELD_MEMO)
-def _mime(content_type: str) -> str:
-    return _tag("mimeType", media_type(content_type))
-
-
-def _coordinates(location: dict[str, Any]) -> str:
-    try:
-        lat, lng = float(location["latitude"]), float(location["longitude"])
-    except (KeyError, TypeError, ValueError):
-        return ""
-    if not (math.isfinite(lat) and math.isfinite(lng)):
-        return ""
-    return f",latitude={lat!r},longitude={lng!r}"
-
-
-#: What is kept per kind of record: its location, and the line's text around its numbers.
-_Line = tuple[Any, str, str, str]
+    geo = TAGS.geo
+    return geo(location, _GEO_BEFORE), geo(location, _GEO_AFTER), _coordinates(location)
 
 
 class LineProtocolSink:
@@ -145,7 +120,7 @@ class LineProtocolSink:
             raise ValueError(f"invalid line protocol series name {series!r}")
         self.measurement = series.translate(_MEASUREMENT)
         self._geo = LocationMemo(_location_parts)
-        self._series: dict[tuple[str, str, str, str, str, int, bool], _Line] = {}
+        self._series = KindMemo(self._series_text)
         self.transport: TcpStream | _Http
         if host.startswith(("http://", "https://")):
             self.transport = _Http(host)
@@ -163,27 +138,12 @@ class LineProtocolSink:
 
     def encode(self, records: list[RequestRecord]) -> bytes:
         """``records`` as lines. A line's text but for its numbers is made once per kind of
-        record (cache outcome, address, method, type, resource, status, compression and
-        location) and kept: then a line is one string format, ~0.5 µs where making
-        everything took ~8 µs."""
-        memo = self._series
+        record (see :class:`~s3proxy.sinks.text.KindMemo`) and kept: then a line is one
+        string format, ~0.5 µs where making everything took ~8 µs."""
+        kind = self._series
         lines = []
         for record in records:
-            key = (
-                record.cache,
-                record.ip,
-                record.method,
-                record.mime_type,
-                record.resource,
-                record.status,
-                record.compressed,
-            )
-            known = memo.get(key)
-            if known is None or known[0] is not record.location:
-                if len(memo) >= SERIES_MEMO:
-                    memo.clear()
-                known = memo[key] = (record.location, *self._series_text(record))
-            _, head, middle, tail = known
+            head, middle, tail = kind(record)
             lines.append(
                 f"{head}{record.size}i,duration_ms={record.duration_us / 1000!r}{middle}"
                 f"{record.origin_bytes}i{tail} {round(record.timestamp * 1e9)}\n"
@@ -193,15 +153,15 @@ class LineProtocolSink:
     def _series_text(self, record: RequestRecord) -> tuple[str, str, str]:
         """The parts of :func:`encode_line` around the size, the duration and the origin
         bytes, from memoised escaped tag values and location parts."""
-        before, after, coordinates = self._geo(record.location)
+        before, after, fields = self._geo(record.location)
         head = (
-            f"{self.measurement}{_tag('cache', record.cache)}{before}"
-            f"{_tag('ipaddress', record.ip)}{_tag('method', record.method)}"
-            f"{_mime(record.mime_type)}{_resource(record.resource)},status={record.status}"
-            f"{after} size="
+            f"{self.measurement}{TAGS.tag('cache', record.cache)}{before}"
+            f"{TAGS.tag('ipaddress', record.ip)}{TAGS.tag('method', record.method)}"
+            f"{TAGS.mime(record.mime_type)}{TAGS.resource(record.resource)}"
+            f",status={record.status}{after} size="
         )
-        middle = f",compressed={'true' if record.compressed else 'false'},origin_bytes="
-        return head, middle, coordinates
+        flags = f",compressed={'true' if record.compressed else 'false'},origin_bytes="
+        return head, flags, fields
 
 
 class _Http:
