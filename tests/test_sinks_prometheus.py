@@ -16,12 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from s3proxy.sinks.base import Sinks
 from s3proxy.sinks.prometheus import (
-    LATENCY_BUCKETS,
     MULTIPROC_ENV,
     PrometheusSink,
     count_sink_drop,
     exposition,
-    observe_many,
     prepare_multiprocess,
 )
 from s3proxy.sinks.prometheus import scrape as scrape_directory
@@ -214,25 +212,3 @@ def test_the_proxy_serves_its_metrics(
     assert after[("s3proxy_cache_bytes", ())] >= 13
     took = delta(after, before, "s3proxy_origin_duration_seconds_sum", outcome="ok")
     assert 0 < took < 10
-
-
-def test_observing_a_batch_equals_observing_each() -> None:
-    """``observe_many`` (one update per bucket) leaves a histogram exactly as
-    ``observe`` one amount at a time does: bucket edges, +Inf and the sum included."""
-    from prometheus_client import CollectorRegistry, Histogram
-
-    registry = CollectorRegistry()
-    histogram = Histogram("t", "t", ["way"], buckets=LATENCY_BUCKETS, registry=registry)
-    amounts = [0.0, 0.00005, 0.0001, 0.00010001, 0.00025, 0.0123, 1.0, 29.9, 30.0, 31.0, 1e6]
-    amounts += [a * 1.5 for a in amounts] * 3
-    observe_many(histogram.labels("batch"), amounts)
-    for amount in amounts:
-        histogram.labels("each").observe(amount)
-    samples: dict[str, dict[tuple[str, str], float]] = {"batch": {}, "each": {}}
-    for sample in next(iter(registry.collect())).samples:
-        if not sample.name.endswith("_created"):
-            key = (sample.name, sample.labels.get("le", ""))
-            samples[sample.labels["way"]][key] = sample.value
-    assert samples["batch"].keys() == samples["each"].keys() and len(samples["batch"]) == 20
-    for key, value in samples["each"].items():
-        assert samples["batch"][key] == pytest.approx(value, rel=1e-12), key
