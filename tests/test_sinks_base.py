@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from s3proxy.record import RequestRecord
-from s3proxy.sinks.base import Location, SinkRunner, Sinks
+from s3proxy.sinks.base import BACKOFF_FIRST, BACKOFF_MAX, Backoff, Location, SinkRunner, Sinks
 from s3proxy.sinks.text import LocationMemo
 from tests.sink_servers import ListSink, make_record
 
@@ -102,3 +102,13 @@ def test_location_memo_keeps_by_identity() -> None:
     assert memo(oslo) == "Oslo"
     assert memo(bergen) == "Bergen"  # the third entry: the memo starts over
     assert memo(oslo) == "Christiania" and len(calls) == 5
+
+
+def test_backoff_doubles_up_to_its_limit_and_starts_over_after_a_success() -> None:
+    """Retries wait 0.5 s, 1 s, 2 s... never more than the limit; a success resets them."""
+    backoff = Backoff()
+    delays = [backoff.next() for _ in range(10)]
+    assert delays[:3] == [BACKOFF_FIRST, 2 * BACKOFF_FIRST, 4 * BACKOFF_FIRST]
+    assert delays[-1] == BACKOFF_MAX and max(delays) == BACKOFF_MAX
+    backoff.reset()
+    assert backoff.next() == BACKOFF_FIRST

@@ -1,10 +1,12 @@
-"""The machinery every sink shares: a bounded queue, a writer task, backoff, drop counts."""
+"""The machinery every sink shares: a bounded queue, a writer task, backoff, drop counts, and
+warnings at most once per interval."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -12,14 +14,49 @@ from typing import Protocol
 from s3proxy import logging as log
 from s3proxy.record import RequestRecord
 
-_logger = log.get_logger("s3proxy.sinks")
-
 #: Records written to a sink in one call, at most.
 BATCH = 500
 #: Reconnect delays grow from the first to the last value, doubling.
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 #: Drops and failures are logged at most once per this many seconds, per sink.
 REPORT_INTERVAL = 10.0
+
+
+class Backoff:
+    """Delays between attempts after failures: :data:`BACKOFF_FIRST` seconds, doubling up
+    to :data:`BACKOFF_MAX`; :meth:`reset` after a success starts over."""
+
+    def __init__(self) -> None:
+        self.delay = BACKOFF_FIRST
+
+    def next(self) -> float:
+        """The delay before the next attempt; the one after it doubles."""
+        delay, self.delay = self.delay, min(self.delay * 2, BACKOFF_MAX)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = BACKOFF_FIRST
+
+
+class Throttled:
+    """Warns at most once per :data:`REPORT_INTERVAL` seconds: a dead server fails every
+    batch or lookup, and a line for each would flood the log. The warnings between two
+    lines are not logged; their counts travel in the fields of the next one."""
+
+    def __init__(self, logger_name: str) -> None:
+        self._logger = log.get_logger(logger_name)
+        self._last = -math.inf
+
+    def warning(self, event: str, **fields: object) -> None:
+        now = time.monotonic()
+        if now - self._last >= REPORT_INTERVAL:
+            self._last = now
+            self._logger.warning(event, **fields)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message``, as failures are logged."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 class Sink(Protocol):
@@ -68,7 +105,7 @@ class SinkRunner:
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._last_report = 0.0
+        self._warnings = Throttled("s3proxy.sinks")
 
     def offer(self, record: RequestRecord) -> None:
         self.offer_many([record])
@@ -102,7 +139,7 @@ class SinkRunner:
             await self.sink.close()
 
     async def _run(self) -> None:
-        backoff = BACKOFF_FIRST
+        backoff = Backoff()
         connected = False
         while True:
             if not self.queue:
@@ -119,20 +156,19 @@ class SinkRunner:
                     self._drop(len(batch))
                     raise
                 self.sent += len(batch)
-                backoff = BACKOFF_FIRST
+                backoff.reset()
                 if not self.queue:
                     self._drained.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.failures += 1
-                self._report("sink_failed", error=f"{type(exc).__name__}: {exc}")
+                self._report("sink_failed", error=describe(exc))
                 if connected:
                     with contextlib.suppress(Exception):
                         await self.sink.close()
                 connected = False
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                await asyncio.sleep(backoff.next())
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -141,10 +177,7 @@ class SinkRunner:
                 self.on_drop(self.sink.name, n)
 
     def _report(self, event: str, **fields: object) -> None:
-        now = time.monotonic()
-        if now - self._last_report >= REPORT_INTERVAL:
-            self._last_report = now
-            _logger.warning(event, sink=self.sink.name, dropped=self.dropped, **fields)
+        self._warnings.warning(event, sink=self.sink.name, dropped=self.dropped, **fields)
 
     def stats(self) -> dict[str, int]:
         return {

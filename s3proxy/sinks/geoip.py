@@ -48,12 +48,9 @@ import maxminddb
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
-from s3proxy import logging as log
 from s3proxy.exceptions import ConfigError
 from s3proxy.record import RequestRecord
-from s3proxy.sinks.base import BACKOFF_FIRST, BACKOFF_MAX, REPORT_INTERVAL, Location
-
-_logger = log.get_logger("s3proxy.sinks.geoip")
+from s3proxy.sinks.base import Backoff, Location, Throttled, describe
 
 #: Names are taken in this language, as the original did (mmdb-ws's ``query_language``).
 LANGUAGE = "en"
@@ -168,7 +165,7 @@ class _Enricher:
     def __init__(self, cache_size: int, ttl: float) -> None:
         self.cache = LookupCache(cache_size, ttl)
         self.lookups = self.hits = self.failures = 0
-        self._last_report = 0.0
+        self._warnings = Throttled("s3proxy.sinks.geoip")
 
     def cached(self, ip: str) -> tuple[bool, Location | None]:
         """``(True, location)`` when ``ip``'s answer is known without a lookup: a fresh
@@ -206,15 +203,12 @@ class _Enricher:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
-        now = time.monotonic()
-        if now - self._last_report >= REPORT_INTERVAL:
-            self._last_report = now
-            _logger.warning(
-                "geoip_lookup_failed",
-                enricher=type(self).__name__,
-                failures=self.failures,
-                error=f"{type(exc).__name__}: {exc}",
-            )
+        self._warnings.warning(
+            "geoip_lookup_failed",
+            enricher=type(self).__name__,
+            failures=self.failures,
+            error=describe(exc),
+        )
 
     def stats(self) -> dict[str, int]:
         return {
@@ -275,7 +269,7 @@ class MmdbWsEnricher(_Enricher):
         self.timeout = timeout
         self._ws: ClientConnection | None = None
         self._lock = asyncio.Lock()
-        self._backoff = BACKOFF_FIRST
+        self._backoff = Backoff()
         self._retry_at = 0.0
 
     async def _lookup(self, address: str) -> Location | None:
@@ -293,10 +287,9 @@ class MmdbWsEnricher(_Enricher):
             except Exception as exc:  # refused, reset, timed out, handshake or protocol error
                 self._failed(exc)
                 self._abort()
-                self._retry_at = time.monotonic() + self._backoff
-                self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+                self._retry_at = time.monotonic() + self._backoff.next()
                 raise Unavailable from exc
-            self._backoff = BACKOFF_FIRST
+            self._backoff.reset()
         return parse_reply(reply, address)
 
     async def _connection(self) -> ClientConnection:
