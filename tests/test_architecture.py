@@ -15,7 +15,8 @@ OWNERS = {
     "aiobotocore": {"origin.py"},
     # demo.py seeds the emulator with its own synchronous client, before serving starts.
     "botocore": {"origin.py", "demo.py"},
-    "aiohttp": {"origin.py"},
+    # origin.py maps aiobotocore's aiohttp errors; the line-protocol sink POSTs with it.
+    "aiohttp": {"origin.py", "sinks/influx.py"},
     "diskcache": {"cache/store.py"},
     "structlog": {"logging/__init__.py"},
     "moto": {"demo.py"},

@@ -5,6 +5,9 @@ Telegraf's way; neither is packaged for Debian or PyPI), and over HTTP to the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import pytest
 
 from s3proxy.record import RequestRecord
 from s3proxy.sinks.base import Sinks
-from s3proxy.sinks.influx import LineProtocolSink, _write_target, encode_line
+from s3proxy.sinks.influx import LineProtocolError, LineProtocolSink, _write_target, encode_line
 from tests.servers import ProxyServer
 from tests.sink_servers import (
     INFLUXD,
@@ -233,11 +236,78 @@ def test_http_url_without_a_database_fails_at_startup(url: str) -> None:
         LineProtocolSink(url, 9009, "request")
 
 
-def test_http_credentials_become_basic_auth() -> None:
-    """``user:password@`` in the URL is sent as ``Authorization: Basic``."""
-    sink = LineProtocolSink("https://writer:p%40ss@influx.example:8443/m", 9009, "request")
-    assert "Authorization: Basic d3JpdGVyOnBAc3M=\r\n" in sink.transport.head  # type: ignore[union-attr]
-    assert "Host: influx.example:8443\r\n" in sink.transport.head  # type: ignore[union-attr]
+async def _answering(answers: list[bytes], heads: list[bytes], keep: int = 0) -> asyncio.Server:
+    """A loopback HTTP/1.1 server that keeps each request's head and gives the next of
+    ``answers`` (a whole response) to each request. With ``keep``, it answers that many
+    requests on a connection and then hangs up on the next one without an answer, as a
+    server does that closes an idle kept-alive connection just as a request comes."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            for served in itertools.count():
+                head = await reader.readuntil(b"\r\n\r\n")
+                heads.append(head)
+                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                await reader.readexactly(int(length.group(1)) if length else 0)
+                if served == keep > 0:
+                    break
+                writer.write(answers.pop(0))
+                await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+def test_http_credentials_become_basic_auth_and_stay_out_of_errors() -> None:
+    """``user:password@`` in the URL is sent as ``Authorization: Basic``, and a refused
+    write's error names the URL without them."""
+    heads: list[bytes] = []
+    answers = [
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 14\r\n\r\nbad credential",
+    ]
+
+    async def scenario() -> str:
+        async with await _answering(answers, heads) as server:
+            port = server.sockets[0].getsockname()[1]
+            sink = LineProtocolSink(f"http://writer:p%40ss@127.0.0.1:{port}/m", 9, "request")
+            await sink.open()
+            try:
+                await sink.write([make_record()])
+                with pytest.raises(LineProtocolError) as refused:
+                    await sink.write([make_record()])
+            finally:
+                await sink.close()
+        return str(refused.value)
+
+    error = asyncio.run(scenario())
+    assert len(heads) == 2
+    for head in heads:
+        assert head.startswith(b"POST /write?db=m&precision=ns HTTP/1.1\r\n")
+        assert b"\r\nAuthorization: Basic d3JpdGVyOnBAc3M=\r\n" in head
+    assert error.startswith("HTTP 401 from http://127.0.0.1:") and "bad credential" in error
+    assert "writer" not in error and "ss@" not in error
+
+
+def test_a_closed_kept_alive_connection_is_replaced_once() -> None:
+    """A server that closes the kept-alive connection as the next batch arrives: the batch
+    goes out again on a new connection, and is not lost."""
+    heads: list[bytes] = []
+    answers = [b"HTTP/1.1 204 No Content\r\n\r\n"] * 2
+
+    async def scenario() -> None:
+        async with await _answering(answers, heads, keep=1) as server:
+            port = server.sockets[0].getsockname()[1]
+            sink = LineProtocolSink(f"http://127.0.0.1:{port}/m", 9009, "request")
+            await sink.open()
+            try:
+                await sink.write([make_record()])
+                await sink.write([make_record(resource="/second")])
+            finally:
+                await sink.close()
+
+    asyncio.run(scenario())
+    assert len(heads) == 3 and answers == []  # the second batch sent twice, answered once
 
 
 @needs_influxd

@@ -32,11 +32,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ssl
 from urllib.parse import quote, unquote, urlsplit
 
+import aiohttp
+
 from s3proxy.record import RequestRecord
-from s3proxy.sinks.base import Location
+from s3proxy.sinks.base import Location, describe
 from s3proxy.sinks.tcp import CONNECT_TIMEOUT, WRITE_TIMEOUT, TcpStream
 from s3proxy.sinks.text import (
     GEO_TAGS,
@@ -49,7 +50,7 @@ from s3proxy.sinks.text import (
     path,
 )
 
-#: An HTTP answer's body is read up to this size (error messages are short).
+#: An HTTP answer's body is read if it is no longer than this (error messages are short).
 MAX_ANSWER = 1 << 20
 
 _CONTROL = {code: "_" for code in (*range(0x20), 0x7F)}
@@ -165,7 +166,7 @@ class LineProtocolSink:
 
 
 class _Http:
-    """``POST`` batches to one write URL over a kept-alive HTTP/1.1 connection."""
+    """``POST`` batches to one write URL with aiohttp, over one kept-alive connection."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -173,72 +174,61 @@ class _Http:
             raise ValueError(f"--ilp-host {url!r}: no host")
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.ssl = ssl.create_default_context() if parts.scheme == "https" else None
-        self.target = _write_target(parts.path, parts.query, url)
-        headers = {
-            "Host": parts.netloc.rpartition("@")[2],
-            "Content-Type": "text/plain; charset=utf-8",
-        }
-        if parts.username is not None:
+        # The credentials travel in the Authorization header only: errors show self.url.
+        host = parts.netloc.rpartition("@")[2]
+        self.url = f"{parts.scheme}://{host}{_write_target(parts.path, parts.query, url)}"
+        self.headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if parts.username is not None:  # RFC 7617 §2, UTF-8 as its §2.1 allows
             secret = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
-        self.head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+            self.headers["Authorization"] = "Basic " + base64.b64encode(secret.encode()).decode()
+        self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
+        """Connect once and hang up, so that records stay queued while the server cannot
+        be reached (the runner backs off and reopens) rather than fail a batch each time;
+        aiohttp then makes the connection it keeps."""
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            self._reader, self._writer = await asyncio.open_connection(
-                self.host, self.port, ssl=self.ssl
-            )
+            _, writer = await asyncio.open_connection(self.host, self.port)
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1),
+            timeout=aiohttp.ClientTimeout(total=WRITE_TIMEOUT, sock_connect=CONNECT_TIMEOUT),
+            headers=self.headers,
+        )
 
     async def send(self, data: bytes) -> None:
-        """One ``POST``; a kept-alive connection the server has meanwhile closed is
-        replaced once (InfluxDB overwrites a point written twice, so a repeat is harmless)."""
-        if self._writer is None:
-            await self.open()
+        """One ``POST``; raises :class:`LineProtocolError` unless the server answers 2xx. A
+        kept-alive connection the server closed meanwhile is replaced once (InfluxDB
+        overwrites a point written twice, so a repeat is harmless)."""
         try:
-            status, body = await self._exchange(data)
-        except _Stale:
-            await self.close()
-            await self.open()
-            status, body = await self._exchange(data)
+            try:
+                status, answer = await self._post(data)
+            except aiohttp.ClientConnectorError:
+                raise  # refused: nothing was sent, so nothing to repeat at once
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                status, answer = await self._post(data)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise LineProtocolError(f"POST {self.url}: {describe(exc)}") from exc
         if not 200 <= status < 300:
-            text = body.decode("utf-8", "replace").strip()[:300]
-            raise LineProtocolError(f"HTTP {status} from {self.target}: {text}")
+            text = answer.decode("utf-8", "replace").strip()[:300]
+            raise LineProtocolError(f"HTTP {status} from {self.url}: {text}")
+
+    async def _post(self, data: bytes) -> tuple[int, bytes]:
+        assert self._session is not None, "open() first"
+        async with self._session.post(self.url, data=data) as response:
+            # A short answer is read whole, so that the connection can carry the next batch;
+            # a longer or unsized (chunked) one only in part, for an error message.
+            length = response.content_length
+            whole = length is not None and length <= MAX_ANSWER
+            body = await (response.read() if whole else response.content.read(MAX_ANSWER))
+            return response.status, body
 
     async def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-        self._reader = self._writer = None
-
-    async def _exchange(self, data: bytes) -> tuple[int, bytes]:
-        reader, writer = self._reader, self._writer
-        assert reader is not None and writer is not None
-        request = f"POST {self.target} HTTP/1.1\r\n{self.head}Content-Length: {len(data)}\r\n\r\n"
-        async with asyncio.timeout(WRITE_TIMEOUT):
-            try:
-                writer.write(request.encode("latin-1") + data)
-                await writer.drain()
-                status_line = await reader.readline()
-            except ConnectionError as exc:
-                raise _Stale from exc
-            if not status_line:
-                raise _Stale
-            status, headers = await _read_head(status_line, reader)
-            body, keep = await _read_body(status, headers, reader)
-        if not keep or status_line.startswith(b"HTTP/1.0"):
-            await self.close()
-        return status, body
-
-
-class _Stale(LineProtocolError):
-    """The server closed a kept-alive connection before answering."""
-
-    def __init__(self) -> None:
-        super().__init__("the server closed the connection before answering")
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
 
 def _write_target(path: str, query: str, url: str) -> str:
@@ -256,46 +246,3 @@ def _write_target(path: str, query: str, url: str) -> str:
     if "precision=" not in params:
         params = f"{params}&precision=ns" if params else "precision=ns"
     return f"{path}?{params}"
-
-
-async def _read_head(
-    status_line: bytes, reader: asyncio.StreamReader
-) -> tuple[int, dict[bytes, bytes]]:
-    try:
-        status = int(status_line.split(None, 2)[1])
-    except (IndexError, ValueError):
-        raise LineProtocolError(f"not an HTTP answer: {status_line[:100]!r}") from None
-    headers: dict[bytes, bytes] = {}
-    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
-async def _read_body(
-    status: int, headers: dict[bytes, bytes], reader: asyncio.StreamReader
-) -> tuple[bytes, bool]:
-    """The body, and whether the connection can carry another request."""
-    keep = headers.get(b"connection", b"").lower() != b"close"
-    if status in (204, 304) or status < 200:
-        return b"", keep
-    if b"content-length" in headers:
-        length = int(headers[b"content-length"])
-        if length > MAX_ANSWER:
-            raise LineProtocolError(f"HTTP {status} with a {length}-byte answer")
-        return await reader.readexactly(length), keep
-    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-        return await _read_chunked(reader), keep
-    return await reader.read(MAX_ANSWER), False
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = bytearray()
-    while size := int((await reader.readline()).split(b";", 1)[0], 16):
-        body += await reader.readexactly(size)
-        await reader.readline()
-        if len(body) > MAX_ANSWER:
-            raise LineProtocolError("HTTP answer too long")
-    while await reader.readline() not in (b"\r\n", b"\n", b""):
-        pass  # trailers
-    return bytes(body)
