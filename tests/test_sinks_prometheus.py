@@ -139,7 +139,8 @@ count_sink_drop("ilp", n)
 
 def test_sink_processes_add_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each sink process writes its own metric files; a worker's scrape of the directory
-    shows the sum (counters and histograms add) and the cache size it was given."""
+    shows the sum (counters and histograms add) and the cache size it was given, and
+    passes over a file another process has only just created."""
     monkeypatch.delenv(MULTIPROC_ENV, raising=False)
     directory = prepare_multiprocess(str(tmp_path))
     env = {
@@ -149,6 +150,8 @@ def test_sink_processes_add_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     }
     for n, size in ((3, 100), (4, 1000)):
         subprocess.run([sys.executable, "-c", _WORKER, str(n), str(size)], env=env, check=True)
+    # A process's file between its creation and its sizing: not a failed scrape.
+    (Path(directory) / "counter_999999.db").touch()
     body, content_type = scrape_directory(directory, 12, 34_567)
     assert content_type.startswith("text/plain")
     samples = parse(body.decode())

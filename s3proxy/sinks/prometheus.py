@@ -13,7 +13,9 @@ functions: after :func:`prepare_multiprocess` has set the variable in the parent
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
+import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,10 @@ from typing import TYPE_CHECKING
 from s3proxy.record import RequestRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from prometheus_client import Counter, Histogram
+    from prometheus_client.metrics_core import Metric
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Seconds; from a memory hit (~100 µs) to a large object streamed from S3.
@@ -139,13 +144,12 @@ def exposition() -> tuple[bytes, str]:
     (then summed from the files), and the content type."""
     from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, values
     from prometheus_client import generate_latest as render
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     _metrics()
     if values.ValueClass is values.MutexValue:
         return render(REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
-    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(MetricFiles(os.environ[MULTIPROC_ENV]))
     return render(registry), CONTENT_TYPE_LATEST
 
 
@@ -172,7 +176,6 @@ def scrape(directory: str, cache_entries: int, cache_bytes: int) -> tuple[bytes,
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
     from prometheus_client import generate_latest as render
     from prometheus_client.core import GaugeMetricFamily
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     class CacheSize:
         def collect(self) -> list[GaugeMetricFamily]:
@@ -184,6 +187,27 @@ def scrape(directory: str, cache_entries: int, cache_bytes: int) -> tuple[bytes,
             ]
 
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    registry.register(MetricFiles(directory))
     registry.register(CacheSize())
     return render(registry), CONTENT_TYPE_LATEST
+
+
+class MetricFiles:
+    """prometheus_client's sum of the metric files in ``directory`` (what its
+    ``MultiProcessCollector`` collects), without the files a process has created and not
+    yet sized: prometheus_client takes an empty one for a corrupt one and fails the whole
+    scrape (client_python#1199), for good if the process died in that moment."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = []
+        for path in glob.glob(os.path.join(self.directory, "*.db")):
+            with contextlib.suppress(OSError):  # gone since
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+        metrics: Iterable[Metric] = MultiProcessCollector.merge(files)  # type: ignore[no-untyped-call]
+        return metrics
