@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,26 +83,25 @@ def test_a_malformed_batch_is_refused(message: bytes) -> None:
 def test_a_stalled_sink_process_costs_records_not_requests(
     put: Callable[..., None], start_proxy: Callable[..., ProxyServer], tmp_path: Path
 ) -> None:
-    """With the sink process stopped (SIGSTOP), requests are answered as fast as ever; once
-    its socket buffer is full, batches are dropped and counted in the worker."""
+    """With the sink process stopped (SIGSTOP), every request is still answered (none waits
+    for it); once its socket buffer is full, batches are dropped and counted in the worker."""
     put("index.html", b"x" * 2000)
     with AkumuliServer() as akumuli:
         proxy = start_proxy(akumuli_host="127.0.0.1", akumuli_port=akumuli.port)
         client = proxy.app.sinks
         assert client is not None and client._child is not None
-        with httpx.Client(base_url=proxy.url) as http:
+        # A request that waited for the stalled child would never be answered: httpx's
+        # timeout fails it (a bound on waiting; the whole loop's time is the machine's).
+        with httpx.Client(base_url=proxy.url, timeout=30) as http:
             assert http.get("/").status_code == 200
             wait_for(lambda: len(akumuli.points) >= 1, what="the first record")
             os.kill(client._child.pid, signal.SIGSTOP)
             try:
-                started = time.monotonic()
                 for _ in range(4000):
                     assert http.get("/", headers={"x-forwarded-for": "9" * 3000}).status_code == 200
-                elapsed = time.monotonic() - started
                 wait_for(lambda: client.dropped > 0, what="drops counted in the worker")
             finally:
                 os.kill(client._child.pid, signal.SIGCONT)
-        assert elapsed < 60  # bounded, not a timing assertion: it would hang if requests waited
         assert client.sent > 0
 
 
