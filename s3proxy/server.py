@@ -97,7 +97,7 @@ def run_demo(params: dict[str, Any]) -> None:
             region=origin.region,
             key=origin.key_id,
             secret=origin.secret,
-            addressing_style="path",
+            path_style=True,
             error_document=config.site.error_document or "404.html",
             # A throwaway cache, unless one was asked for: the demo's objects are not yours.
             cache_dir=tmp

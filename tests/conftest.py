@@ -51,7 +51,7 @@ def base_config(s3: S3Server, bucket: str, tmp_path: Path) -> Config:
         key=KEY_ID,
         secret=SECRET,
         endpoint_url=s3.endpoint_url,
-        addressing_style="path",
+        path_style=True,
         port=0,
         threads=1,
         cache_dir=str(tmp_path / "cache"),

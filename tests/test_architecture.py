@@ -24,7 +24,8 @@ OWNERS = {
     # protocol.py extends uvicorn's HTTP protocol (the request-head bound); server.py runs it.
     "uvicorn": {"server.py", "protocol.py"},
     "starlette": {"management.py"},
-    "click": {"cli.py"},
+    # params.py: click's types for the settings, which config.py checks values with.
+    "click": {"cli.py", "params.py", "settings.py"},
     "prometheus_client": {"sinks/prometheus.py"},
     "pymongo": {"sinks/mongo.py"},
     "bson": {"sinks/mongo.py"},

@@ -82,7 +82,7 @@ ENV_VALUES: dict[str, tuple[str, str, Any]] = {
     "secret": ("s3cr3t", "secret", "s3cr3t"),
     "auth-key": ("tok", "auth_key", "tok"),
     "endpoint-url": ("http://127.0.0.1:9", "endpoint_url", "http://127.0.0.1:9"),
-    "path-style": ("true", "addressing_style", "path"),
+    "path-style": ("true", "path_style", True),
     "prefix": ("www", "prefix", "www/"),
     "host": ("127.0.0.1", "host", "127.0.0.1"),
     "port": ("9001", "port", 9001),
@@ -537,3 +537,33 @@ def test_sink_cpus_take_taskset_lists(
     result = invoke(["-b", "b", "--sink-cpus", text])
     assert result.exit_code == 0, result.output
     assert captured[-1].sinks.sink_cpus == cpus
+
+
+# -- the README's option table ------------------------------------------------------------------
+
+_TABLE_HEAD = "| option | env | default | meaning |"
+
+
+def option_table() -> list[str]:
+    """The README's option table as ``--help`` describes the options: flags, the original's
+    variable, the default shown, the help text."""
+    rows = [_TABLE_HEAD, "|---|---|---|---|"]
+    ctx = click.Context(main, info_name="s3proxy")
+    for option in _options().values():
+        flags = ", ".join(sorted(option.opts, key=len))
+        original = [n for n in _env_names(option) if not n.startswith("S3PROXY_")]
+        env = ", ".join(f"`{n}`" for n in original)
+        default = option.get_help_extra(ctx).get("default", "")
+        meaning = (option.help or "").replace("|", "\\|")
+        rows.append(f"| `{flags}` | {env} | {default} | {meaning} |")
+    return rows
+
+
+def test_readme_option_table_matches_help() -> None:
+    """README.md's option table lists every option with --help's flags, variable, default and
+    help, in --help's order; on failure the message is the table to paste."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text().splitlines()
+    start = readme.index(_TABLE_HEAD)
+    end = next(i for i in range(start, len(readme)) if not readme[i].startswith("|"))
+    expected = option_table()
+    assert readme[start:end] == expected, "\n" + "\n".join(expected)

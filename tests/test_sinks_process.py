@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from s3proxy.config import LogsConfig, SinksConfig, parse_cpu_list
+from s3proxy.config import LogsConfig, SinksConfig
+from s3proxy.params import parse_cpu_list
 from s3proxy.record import RequestRecord
 from s3proxy.sinks.process import SinkClient, batch, row, unbatch
 from tests.servers import ProxyProcess, ProxyServer, S3Server, cli_args, free_port
