@@ -9,9 +9,12 @@ or variable it came from, and exit code 2.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import secrets
 import sys
+import tempfile
 from typing import Any
 
 import click
@@ -122,10 +125,42 @@ def main(demo: bool, **params: Any) -> None:
 
     try:
         if demo:
-            return server.run_demo(params)
+            return _serve_demo(params)
         server.run(build_config(params))
     except SettingError as exc:  # name what the user set: the flag or the variable
         ctx = click.get_current_context()
         param = next(p for p in ctx.command.params if p.name == exc.setting)
         raise click.BadParameter(exc.problem, ctx=ctx, param=param) from None
     return None
+
+
+def _serve_demo(params: dict[str, Any]) -> None:
+    """``--demo``: start the local S3 emulator with the sample site and serve it, with the
+    other options as given (a throwaway cache unless ``--cache-dir`` was, a random management
+    token unless ``--auth-key`` was), and print how to try it."""
+    from s3proxy import server
+    from s3proxy.demo import instructions, run_demo_origin
+
+    ctx = click.get_current_context()
+    # The emulator needs no AWS settings, and a profile that does not exist breaks moto.
+    os.environ.pop("AWS_PROFILE", None)
+    with run_demo_origin() as origin, tempfile.TemporaryDirectory(prefix="s3proxy-demo-") as tmp:
+        config = build_config({**params, "bucket": origin.bucket}).replace(
+            endpoint_url=origin.endpoint_url,
+            region=origin.region,
+            key=origin.key_id,
+            secret=origin.secret,
+            path_style=True,
+            error_document=params["error_document"] or "404.html",
+            # A random management token, unless one was given, so the API can be tried.
+            auth_key=params["auth_key"] or secrets.token_urlsafe(18),
+        )
+        if ctx.get_parameter_source("cache_dir") is ParameterSource.DEFAULT:
+            config = config.replace(cache_dir=tmp)  # the demo's objects are not yours to keep
+        listen = config.process
+        host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host
+        host = f"[{host}]" if ":" in host else host
+        token = config.process.auth_key or ""
+        print(instructions(f"http://{host}:{listen.port}", token), flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(config)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import TYPE_CHECKING
+import os
+from typing import Any
 from urllib.parse import parse_qs, quote
 
 from starlette.requests import Request
@@ -20,13 +21,14 @@ from starlette.types import Receive, Scope, Send
 
 from s3proxy import logging as log
 from s3proxy.config import SiteConfig
+from s3proxy.exceptions import S3ProxyError
 from s3proxy.keys import Rejected, path_to_key
-
-if TYPE_CHECKING:
-    from s3proxy.app import App
+from s3proxy.resources import Resources
 
 CLEAR_PATH = "/_proxy/_private/_cache/clear"
 _CLEAR_METHODS = ("GET", "DELETE")
+#: Seconds the readiness probe waits for S3.
+READY_TIMEOUT = 2.0
 
 _logger = log.get_logger("s3proxy.management")
 
@@ -47,9 +49,10 @@ def check_bearer(header: str | None, auth_key: str | None) -> Response | None:
     return None
 
 
-def management_app(app: App) -> Router:
-    """The ``/_proxy`` routes of ``app`` (its cache and origin exist only after startup)."""
-    auth_key = app.config.process.auth_key
+def management_app(resources: Resources) -> Router:
+    """The ``/_proxy`` routes of one worker, serving with its open ``resources``."""
+    config = resources.config
+    auth_key = config.process.auth_key
 
     async def clear(request: Request) -> Response:
         if request.method not in _CLEAR_METHODS:
@@ -59,11 +62,10 @@ def management_app(app: App) -> Router:
         denied = check_bearer(request.headers.get("authorization"), auth_key)
         if denied is not None:
             return denied
-        target = purge_target(request.url.query, app.config.site)
+        target = purge_target(request.url.query, config.site)
         if isinstance(target, Rejected):
             return PlainTextResponse(target.reason + "\n", target.status)
-        cache = app.cache
-        assert cache is not None
+        cache = resources.cache
         if target is None:
             summary = await asyncio.to_thread(cache.clear)
             _logger.info("cache_cleared", **summary)
@@ -77,22 +79,22 @@ def management_app(app: App) -> Router:
         denied = check_bearer(request.headers.get("authorization"), auth_key)
         if denied is not None:
             return denied
-        return JSONResponse(await asyncio.to_thread(app.stats))
+        return JSONResponse(await asyncio.to_thread(stats_of, resources))
 
     async def metrics(request: Request) -> Response:
         denied = check_bearer(request.headers.get("authorization"), auth_key)
         if denied is not None:
             return denied
-        if not app.config.sinks.prometheus:
+        if not config.sinks.prometheus:
             return PlainTextResponse("Prometheus metrics are off (--prometheus true)\n", 404)
-        body, content_type = await asyncio.to_thread(app.metrics_exposition)
+        body, content_type = await asyncio.to_thread(metrics_exposition, resources)
         return Response(body, media_type=content_type)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def ready(request: Request) -> Response:
-        problems = await app.readiness()
+        problems = await readiness(resources)
         status = 503 if problems else 200
         return JSONResponse({"ready": not problems, "problems": problems}, status)
 
@@ -134,3 +136,40 @@ def purge_target(query: str, site: SiteConfig) -> tuple[str, str] | Rejected | N
         return key if isinstance(key, Rejected) else ("key", key.key)
     mapped = path_to_key(raw + b"x", prefix=site.prefix)
     return mapped if isinstance(mapped, Rejected) else ("prefix", mapped.key[:-1])
+
+
+def stats_of(resources: Resources) -> dict[str, Any]:
+    """This worker's view of the cache and its sinks (blocking: reads the index)."""
+    sinks = resources.sinks
+    return {
+        "worker": os.getpid(),
+        "cache": resources.cache.stats(),
+        "requests": dict(resources.site.counts),
+        "sinks": sinks.stats() if sinks is not None else {},
+    }
+
+
+def metrics_exposition(resources: Resources) -> tuple[bytes, str]:
+    """Prometheus text: every sink process's metric files, plus the cache's size (blocking)."""
+    from s3proxy.sinks import prometheus
+
+    stats = resources.cache.stats()
+    directory = prometheus.multiprocess_dir(resources.config.cache.cache_dir)
+    return prometheus.scrape(directory, stats["disk_entries"], stats["disk_bytes"])
+
+
+async def readiness(resources: Resources) -> list[str]:
+    """What keeps this worker from serving: S3 unreachable, cache not writable."""
+    problems = []
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await resources.origin.check()
+    except TimeoutError:
+        problems.append("s3: no answer within 2 s")
+    except S3ProxyError as exc:
+        problems.append(f"s3: {exc}")
+    try:
+        await asyncio.to_thread(resources.cache.probe)
+    except S3ProxyError as exc:
+        problems.append(f"cache: {exc}")
+    return problems

@@ -1,29 +1,21 @@
 """``run(config)``: prepare the cache directory, then serve with uvicorn (uvloop + httptools,
 with the request-head bound of :mod:`s3proxy.protocol`), in-process or as ``--threads``
-worker processes."""
+worker processes. Whatever the Config came from (options, the demo) is the CLI's business."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-import tempfile
 from dataclasses import asdict
 from typing import Any
 
 import uvicorn
 
 from s3proxy import logging as log
-from s3proxy.app import (
-    WORKER_CONFIG_ENV,
-    App,
-    configure_logging,
-    create_app_from_environ,
-    open_cache,
-)
-from s3proxy.config import Config, check_environment, default_cache_dir
+from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, create_app_from_environ
+from s3proxy.config import Config, check_environment
 from s3proxy.exceptions import ConfigError
 from s3proxy.protocol import HeaderLimitProtocol
+from s3proxy.resources import open_cache
 from s3proxy.sinks import factory as sinks
 
 _logger = log.get_logger("s3proxy.server")
@@ -80,36 +72,3 @@ def worker_app() -> App:
     app = create_app_from_environ()
     HeaderLimitProtocol.limit = app.config.process.max_header_size
     return app
-
-
-def run_demo(params: dict[str, Any]) -> None:
-    """Start the local S3 emulator with the sample site and serve it."""
-    from s3proxy.cli import build_config
-    from s3proxy.demo import instructions, run_demo_origin
-
-    # The emulator needs no AWS settings, and a profile that does not exist breaks moto.
-    os.environ.pop("AWS_PROFILE", None)
-    with run_demo_origin() as origin, tempfile.TemporaryDirectory(prefix="s3proxy-demo-") as tmp:
-        params = {**params, "bucket": origin.bucket}
-        config = build_config(params)
-        config = config.replace(
-            endpoint_url=origin.endpoint_url,
-            region=origin.region,
-            key=origin.key_id,
-            secret=origin.secret,
-            path_style=True,
-            error_document=config.site.error_document or "404.html",
-            # A throwaway cache, unless one was asked for: the demo's objects are not yours.
-            cache_dir=tmp
-            if params.get("cache_dir") == default_cache_dir()
-            else config.cache.cache_dir,
-            # A random management token, unless one was given, so the API can be tried.
-            auth_key=config.process.auth_key or secrets.token_urlsafe(18),
-        )
-        listen = config.process
-        host = "127.0.0.1" if listen.host in ("0.0.0.0", "::") else listen.host
-        host = f"[{host}]" if ":" in host else host
-        assert listen.auth_key is not None
-        print(instructions(f"http://{host}:{listen.port}", listen.auth_key), flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            run(config)

@@ -61,3 +61,32 @@ def test_pure_modules_do_no_io() -> None:
     io = {"os", "socket", "asyncio", "s3proxy"} | OWNERS.keys()
     for name in ("keys.py", "conditional.py"):
         assert not (_imports(PACKAGE / name) & io), name
+
+
+# module -> s3proxy modules it must not import: each would be an edge pointing up the layers
+# (cli -> server -> app -> resources/management -> site -> readthrough -> cache/origin).
+UPWARD = {
+    "server.py": {"s3proxy.cli"},
+    "app.py": {"s3proxy.cli", "s3proxy.server"},
+    "resources.py": {"s3proxy.cli", "s3proxy.server", "s3proxy.app", "s3proxy.management"},
+    "management.py": {"s3proxy.cli", "s3proxy.server", "s3proxy.app"},
+    "config.py": {"s3proxy.cli", "s3proxy.server", "s3proxy.app"},
+}
+
+
+def _s3proxy_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.startswith("s3proxy.")}
+
+
+@pytest.mark.parametrize("name", sorted(UPWARD))
+def test_no_back_edges(name: str) -> None:
+    """Imports point down: no module reaches back into one that builds or runs it."""
+    assert not (_s3proxy_imports(PACKAGE / name) & UPWARD[name]), name

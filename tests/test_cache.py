@@ -83,7 +83,7 @@ def test_expired_entry_is_revalidated_without_a_body(
     assert gets[1]["if-none-match"].strip('"') != ""
     put("page.html", b"<p>v2</p>", ContentType="text/html")
     assert httpx.get(f"{proxy.url}/page.html").content == b"<p>v2</p>"
-    site = proxy.app.site
+    site = proxy.app.resources.site
     assert site is not None
     # A request is counted after its response is sent, in the server's thread.
     wait_for(lambda: sum(site.counts.values()) == 3, timeout=5, what="3 requests counted")
@@ -299,7 +299,7 @@ def test_disk_cache_stays_under_its_bound(
         for i in range(12):
             assert client.get(f"/obj{i}.bin").content == bytes([i]) * size
             assert client.get("/obj0.bin").status_code == 200  # keep obj0 hot
-            proxy.app.cache.flush_access_times()  # what the 30 s task does
+            proxy.app.resources.cache.flush_access_times()  # what the 30 s task does
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             on_disk = sum(p.stat().st_size for p in objects.iterdir())

@@ -187,7 +187,7 @@ def test_variants_count_against_the_memory_budget(
     for i in range(8):
         for accept in ("identity", "br", "gzip"):
             get(proxy, f"/p{i}.html", **{"accept-encoding": accept})
-    cache = proxy.app.cache
+    cache = proxy.app.resources.cache
     assert cache is not None
     stats = cache.stats()
     assert 0 < stats["memory_bytes"] <= 20_000

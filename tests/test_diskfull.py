@@ -155,7 +155,7 @@ def test_a_cache_that_cannot_create_files_passes_through(
         assert http.get("/hot.bin").content == b"cached before"
     assert len(_gets(s3, bucket, "hot.bin")) == 1
     assert _files(proxy) == cached and disk.created == 0
-    assert proxy.app.cache.get("big.bin") is None
+    assert proxy.app.resources.cache.get("big.bin") is None
     assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
     assert warnings.events[0][1]["error"] == "cannot create a cache file: No space left on device"
 
@@ -190,7 +190,7 @@ def test_a_disk_that_fills_mid_body_still_serves_every_byte(
         offset = int(resumed.get("range", "bytes=0-").removeprefix("bytes=").rstrip("-"))
         assert offset <= 300_000 and resumed["if-match"] == etag
     assert disk.created == 1 and _files(proxy) == []
-    assert proxy.app.cache.get("video.bin") is None
+    assert proxy.app.resources.cache.get("video.bin") is None
     assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
     assert warnings.events[0][1]["error"] == "cannot write a cache file: No space left on device"
 
@@ -244,7 +244,7 @@ def test_a_commit_that_fails_keeps_nothing_and_serves_the_body(
     r = httpx.get(f"{proxy.url}/video.bin", timeout=10)
     assert r.status_code == 200 and r.content == body
     assert len(_gets(s3, bucket, "video.bin")) == 1
-    assert _files(proxy) == [] and proxy.app.cache.get("video.bin") is None
+    assert _files(proxy) == [] and proxy.app.resources.cache.get("video.bin") is None
     ((event, fields),) = warnings.events
     assert event == "cache_cannot_store"
     assert fields["error"] == "cannot store 'video.bin': No space left on device"

@@ -89,7 +89,7 @@ def test_a_stalled_sink_process_costs_records_not_requests(
     put("index.html", b"x" * 2000)
     with AkumuliServer() as akumuli:
         proxy = start_proxy(akumuli_host="127.0.0.1", akumuli_port=akumuli.port)
-        client = proxy.app.sinks
+        client = proxy.app.resources.sinks
         assert client is not None and client._child is not None
         # A request that waited for the stalled child would never be answered: httpx's
         # timeout fails it (a bound on waiting; the whole loop's time is the machine's).
