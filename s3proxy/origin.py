@@ -2,20 +2,36 @@
 
 Every botocore/aiohttp exception is translated here into :mod:`s3proxy.exceptions`; an expected
 ``304 Not Modified`` on revalidation is a return value (:data:`NOT_MODIFIED`), not an error.
+
+How long a GetObject may take, and how hard S3 is asked while it fails:
+
+- ``--connect-timeout`` and ``--read-timeout`` bound each attempt (botocore's);
+  ``--origin-deadline`` bounds the whole call, retries and backoff included (an
+  ``asyncio.timeout`` around it).
+- Retries run in botocore's own loop, with its standard-mode conditions and jittered backoff,
+  up to :data:`RETRY_ATTEMPTS` attempts; our ``needs-retry`` hook lets one happen only if it
+  fits in the deadline and the retry budget has a token (:mod:`s3proxy.retries`), and the
+  breaker is closed.
+- A circuit breaker (:mod:`s3proxy.breaker`): after :data:`BREAKER_THRESHOLD` failed calls in
+  a row, calls fail at once without asking S3, with the kind of the last failure (timeout: 504,
+  else 502), until one probe a :data:`BREAKER_COOLDOWN` later finds S3 answering.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiobotocore.config import AioConfig
+from aiobotocore.retries.standard import AioStandardRetryConditions
 from aiobotocore.session import get_session
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,7 +41,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
+from botocore.retries.standard import ExponentialBackoff, RetryEventAdapter
 
+from s3proxy.breaker import Circuit
 from s3proxy.config import OriginConfig
 from s3proxy.exceptions import (
     ObjectChanged,
@@ -36,9 +54,15 @@ from s3proxy.exceptions import (
 )
 from s3proxy.meta import ObjectMeta
 from s3proxy.record import Timing
+from s3proxy.retries import RetryBudget, retry_fits
 
-#: Attempts per GET (the first included) when no stale copy could stand in.
+#: Attempts per GET (the first included) when no stale copy could stand in, at most: the
+#: deadline and the retry budget may allow fewer.
 RETRY_ATTEMPTS = 3
+#: Failed calls in a row that open the circuit breaker.
+BREAKER_THRESHOLD = 5
+#: Seconds the breaker stays open before one call probes S3.
+BREAKER_COOLDOWN = 5.0
 #: Bytes asked of the body stream at a time.
 CHUNK_SIZE = 256 * 1024
 #: GetObject timings kept between two hand-overs to the metrics sinks, at most.
@@ -165,6 +189,20 @@ class ProbeAnswer:
     code: str = ""
 
 
+@dataclass(slots=True)
+class _Call:
+    """The GetObject this task is making, as the ``needs-retry`` hook sees it."""
+
+    retry: bool
+    #: ``time.monotonic()`` by which the whole call must have ended.
+    deadline: float
+    #: When the current attempt's request went out.
+    attempt_started: float
+
+
+_CALL: ContextVar[_Call | None] = ContextVar("s3proxy_origin_call", default=None)
+
+
 def _outcome(exc: OriginError) -> str:
     if isinstance(exc, ObjectNotFound):
         return "not_found"
@@ -183,6 +221,11 @@ class Origin:
         self._client: Any = None
         #: Timings of GetObject calls since :meth:`take_timings`; ``None``: not kept.
         self._timings: list[Timing] | None = None
+        self.circuit = Circuit(BREAKER_THRESHOLD, BREAKER_COOLDOWN)
+        self.budget = RetryBudget()
+        self._retry_events = RetryEventAdapter()
+        self._retry_conditions = AioStandardRetryConditions(max_attempts=RETRY_ATTEMPTS)
+        self._backoff = ExponentialBackoff()
 
     def keep_timings(self) -> None:
         """From now on, time every GetObject for :meth:`take_timings` (for Prometheus)."""
@@ -198,20 +241,23 @@ class Origin:
         return timings
 
     async def __aenter__(self) -> Origin:
-        # Bounded retries with backoff for GETs (botocore's "standard" mode: up to
-        # RETRY_ATTEMPTS attempts, exponential backoff with jitter, on 5xx, throttling and
-        # connection errors); none when a stale copy can stand in instead.
-        session = get_session()
-        self._client = await self._open_client(session, RETRY_ATTEMPTS)
-        self._fast_client = await self._open_client(session, 1)
+        # botocore's own retry handler gets one attempt in all, so it never retries; ours, on the
+        # same needs-retry event of botocore's retry loop, decides with botocore's standard
+        # conditions and backoff plus the deadline, the budget and the breaker.
+        self._client = await self._open_client(get_session())
+        events = self._client.meta.events
+        events.register("before-send.s3.GetObject", self._attempt_starts)
+        events.register("needs-retry.s3.GetObject", self._needs_retry)
         return self
 
-    async def _open_client(self, session: Any, attempts: int) -> Any:
+    async def _open_client(self, session: Any) -> Any:
         config = self._config
         aio_config = AioConfig(
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
-            retries={"max_attempts": attempts, "mode": "standard"},
+            # total_max_attempts counts the first attempt; botocore's max_attempts does not (its
+            # max_attempts=3 meant four attempts: the 18 s a blackholed S3 used to cost).
+            retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=64,
             s3={"addressing_style": config.addressing_style},
         )
@@ -230,6 +276,29 @@ class Origin:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
+
+    def _attempt_starts(self, **kwargs: Any) -> None:
+        """botocore's ``before-send`` hook: an attempt's request is about to go out."""
+        call = _CALL.get()
+        if call is not None:
+            call.attempt_started = time.monotonic()
+
+    async def _needs_retry(self, **kwargs: Any) -> float | None:
+        """botocore's ``needs-retry`` hook: the seconds to back off before another attempt of
+        this task's GetObject, or ``None`` for no retry (see the module docstring)."""
+        call = _CALL.get()
+        if call is None or not call.retry:
+            return None
+        context = self._retry_events.create_retry_context(**kwargs)
+        if not await self._retry_conditions.is_retryable(context):
+            return None
+        now = time.monotonic()
+        delay: float = self._backoff.delay_amount(context)
+        if not retry_fits(delay, now - call.attempt_started, call.deadline - now):
+            return None
+        if not self.circuit.closed or not self.budget.withdraw():
+            return None
+        return delay
 
     async def get(
         self,
@@ -251,13 +320,13 @@ class Origin:
             params["Range"] = byte_range
         if if_match:
             params["IfMatch"] = if_match
+        permit = self.circuit.permit()
         started, outcome = time.perf_counter(), "error"
         try:
-            with _translate_errors(key):
-                client = self._client if retry else self._fast_client
-                response = await client.get_object(**params)
+            response = await self._get_object(params, retry)
             outcome = "ok"
         except OriginError as exc:
+            self.circuit.report(exc, permit)
             if if_none_match and exc.status == 304:
                 outcome = "not_modified"
                 return NOT_MODIFIED
@@ -266,6 +335,11 @@ class Origin:
                 raise ObjectChanged(key) from None
             outcome = _outcome(exc)
             raise
+        except BaseException:  # cancelled: no verdict on S3's health
+            self.circuit.report(None, permit, abandoned=True)
+            raise
+        else:
+            self.circuit.report(None, permit)
         finally:
             timings = self._timings
             if timings is not None and len(timings) < MAX_TIMINGS:
@@ -283,9 +357,8 @@ class Origin:
         """GetObject the first byte of ``key``, once (no retries), and say what S3 answered.
         Never raises for S3's, the network's or the credentials' failures."""
         try:
-            response = await self._fast_client.get_object(
-                Bucket=self.bucket, Key=key, Range="bytes=0-0"
-            )
+            # Outside get(), no call context: the retry hook makes no retry.
+            response = await self._client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-0")
         except ClientError as exc:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             return ProbeAnswer(status, str(exc.response.get("Error", {}).get("Code", "")))
@@ -293,6 +366,20 @@ class Origin:
             return ProbeAnswer(None, type(exc).__name__)
         response["Body"].close()
         return ProbeAnswer(response["ResponseMetadata"]["HTTPStatusCode"])
+
+    async def _get_object(self, params: dict[str, Any], retry: bool) -> dict[str, Any]:
+        """One GetObject call within the deadline; raises our exceptions."""
+        now = time.monotonic()
+        deadline = self._config.origin_deadline
+        token = _CALL.set(_Call(retry, now + deadline, now))
+        try:
+            with _translate_errors(params["Key"]):
+                self.budget.deposit()
+                async with asyncio.timeout(deadline):
+                    response: dict[str, Any] = await self._client.get_object(**params)
+                    return response
+        finally:
+            _CALL.reset(token)
 
     async def check(self) -> None:
         """Raise :class:`OriginError` unless S3 answers for the bucket (readiness probes).

@@ -143,6 +143,9 @@ class OriginConfig:
         5.0, group=S3, between=(0.001, 86400), help="Seconds to connect to S3.")
     read_timeout: float = setting(
         30.0, group=S3, between=(0.001, 86400), help="Seconds to wait on S3 reads.")
+    origin_deadline: float = setting(
+        10.0, group=S3, between=(0.001, 86400),
+        help="Seconds a request waits for S3 in all, retries included.")
 
     def __post_init__(self) -> None:
         check(self)

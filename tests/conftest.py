@@ -30,6 +30,7 @@ def bucket(s3: S3Server) -> str:
     s3.client().create_bucket(Bucket=name)
     s3.requests.clear()
     s3.faults.clear()
+    s3.release()
     return name
 
 

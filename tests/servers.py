@@ -2,8 +2,9 @@
 
 moto's in-process decorators do not work with aiobotocore, so S3 is moto's own WSGI app
 (the one ``moto_server`` runs) on a loopback port. A thin WSGI wrapper counts the requests
-that reach it and can inject faults (an error status, a delay, a body that breaks off) so
-tests can assert what the proxy asked of S3.
+that reach it and can inject faults (an error status, a delay, a body that breaks off, a
+blackhole that accepts the request and never answers) so tests can assert what the proxy asked
+of S3.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Fault:
     truncate_after: int | None = None
     corrupt_at: int | None = None
     chunk_delay: float = 0.0
+    #: Accept the request and never answer (until :meth:`S3Server.release` or 60 s).
+    blackhole: bool = False
     times: int = 1
 
 
@@ -56,6 +59,7 @@ class S3Server:
     faults: list[Fault] = field(default_factory=list)
     port: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _released: threading.Event = field(default_factory=threading.Event)
 
     @property
     def endpoint_url(self) -> str:
@@ -77,6 +81,11 @@ class S3Server:
         path = f"/{bucket}/{quote(key, safe='/~')}"
         return sum(1 for m, p, _ in self.requests if m == "GET" and p == path)
 
+    def release(self) -> None:
+        """End the blackholes: requests held by them get a 503 (their clients are gone)."""
+        released, self._released = self._released, threading.Event()
+        released.set()
+
     def _app(self, inner: Callable[..., Any]) -> Callable[..., Any]:
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             method, path = environ["REQUEST_METHOD"], environ.get("RAW_URI", environ["PATH_INFO"])
@@ -97,6 +106,9 @@ class S3Server:
                         self.faults.remove(fault)
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
+            if fault is not None and fault.blackhole:
+                self._released.wait(60)
+                fault = Fault(fault.suffix, status=503)
             if fault is not None and fault.status is not None:
                 start_response(f"{fault.status} Injected", [("Content-Length", "0")])
                 return [b""]
@@ -121,6 +133,7 @@ class S3Server:
         try:
             yield self
         finally:
+            self.release()
             server.shutdown()
             thread.join()
 

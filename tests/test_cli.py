@@ -96,6 +96,7 @@ ENV_VALUES: dict[str, tuple[str, str, Any]] = {
     "allowed-origins": ('["https://a.example"]', "allowed_origins", ("https://a.example",)),
     "connect-timeout": ("1.5", "connect_timeout", 1.5),
     "read-timeout": ("7", "read_timeout", 7.0),
+    "origin-deadline": ("4", "origin_deadline", 4.0),
     "console": ("true", "console", True),
     "log-level": ("WARNING", "log_level", "warning"),
     "dir": ("/var/log/s3proxy/", "log_dir", "/var/log/s3proxy/"),

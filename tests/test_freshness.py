@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from s3proxy.conditional import format_http_date
-from s3proxy.freshness import MAX_DELTA, lifetime, parse_cache_control
+from s3proxy.freshness import MAX_DELTA, StaleWindows, lifetime, parse_cache_control, stale_windows
 from s3proxy.meta import ObjectMeta
 
 NOW = 1_700_000_000.0
@@ -62,3 +62,44 @@ def test_cache_control_is_parsed_into_directives() -> None:
         "max-age": ["10", "20"],
         "no-cache": [None],
     }
+
+
+SWR, SIE = 30, 3600
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "windows"),
+    [
+        pytest.param(None, (SWR, SIE), id="nothing-options"),
+        pytest.param("max-age=60", (SWR, SIE), id="max-age-options"),
+        pytest.param("max-age=60, stale-while-revalidate=5", (5, SIE), id="own-swr"),
+        pytest.param("max-age=60, stale-if-error=7", (SWR, 7), id="own-sie"),
+        pytest.param("stale-while-revalidate=5, stale-if-error=7", (5, 7), id="both-own"),
+        pytest.param('Stale-While-Revalidate="5"', (5, SIE), id="case-and-quotes"),
+        pytest.param("stale-while-revalidate=0", (0, SIE), id="own-zero-closes"),
+        pytest.param("stale-if-error=soon", (SWR, 0), id="invalid-closes"),
+        pytest.param("stale-if-error=1, stale-if-error=2", (SWR, 0), id="twice-closes"),
+        pytest.param("stale-while-revalidate", (0, SIE), id="no-argument-closes"),
+        pytest.param("must-revalidate, stale-if-error=60", (0, 0), id="must-revalidate"),
+        pytest.param("proxy-revalidate", (0, 0), id="proxy-revalidate"),
+        pytest.param("no-cache, stale-while-revalidate=60", (0, 0), id="no-cache"),
+        pytest.param("no-store", (0, 0), id="no-store"),
+        pytest.param("private", (0, 0), id="private"),
+        pytest.param("s-maxage=60", (0, 0), id="s-maxage-implies-proxy-revalidate"),
+        pytest.param("s-maxage=60, stale-if-error=9", (0, 9), id="s-maxage-own-sie"),
+    ],
+)
+def test_honoured_headers_decide_the_stale_windows(
+    cache_control: str | None, windows: tuple[int, int]
+) -> None:
+    """With ``--honor-cache-control``: the object's RFC 5861 extensions replace the options,
+    and what forbids serving stale (RFC 9111 §4.2.4) closes both windows."""
+    got = stale_windows(meta(cache_control), while_revalidate=SWR, if_error=SIE, honor=True)
+    assert got == StaleWindows(*windows)
+
+
+@pytest.mark.parametrize("cache_control", [None, "stale-if-error=1", "must-revalidate"])
+def test_without_honouring_the_options_decide_the_stale_windows(cache_control: str | None) -> None:
+    """By default the options set both windows, whatever the object says."""
+    got = stale_windows(meta(cache_control), while_revalidate=SWR, if_error=SIE, honor=False)
+    assert got == StaleWindows(SWR, SIE)
