@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from s3proxy import logging as log
 from s3proxy.exceptions import OriginError, OriginTimeout
+from s3proxy.failures import again
 
 _logger = log.get_logger("s3proxy.origin")
 
@@ -117,8 +118,7 @@ class Circuit:
         """:data:`Permit.CALL` or :data:`Permit.PROBE`; raises if the breaker refuses."""
         permit = self.breaker.permit(time.monotonic())
         if permit is Permit.REFUSE:
-            last = self._last_failure
-            raise type(last)(f"not asked: S3 failed repeatedly ({last})", last.status)
+            raise again(self._last_failure, "not asked: S3 failed repeatedly")
         return permit
 
     def report(self, exc: OriginError | None, permit: Permit, abandoned: bool = False) -> None:
