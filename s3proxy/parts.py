@@ -60,6 +60,16 @@ class ProcessConfig:
     max_header_size: int = setting(
         64 * 1024, group=SERVER, type=SIZE, between=(1024, 16 * 1024 * 1024),
         help="Bytes a request line and its headers may take; longer heads get 431.")
+    max_header_fields: int = setting(
+        100, group=SERVER, between=(1, 10_000),
+        help="Header fields a request may have; more get 431.")
+    header_timeout: float = setting(
+        60.0, group=SERVER, between=(0.1, 3600),
+        help="Seconds a request line and its headers may take to arrive; a slower head "
+        "gets 408.")
+    max_connections: int = setting(
+        1024, group=SERVER, between=(1, 1_000_000),
+        help="Client connections each worker serves at once; more get 503.")
     auth_key: str | None = setting(
         None, group=MANAGEMENT, short="-a", env="AUTH_KEY", secret=True,
         shown="none: API disabled",

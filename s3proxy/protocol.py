@@ -1,67 +1,162 @@
-"""The HTTP/1.1 protocol s3proxy serves with: uvicorn's httptools protocol, with a bound on
-the size of each request head (request line and header block).
+"""The HTTP/1.1 protocol s3proxy serves with: uvicorn's httptools protocol, made strict about
+what a request head may be and how long it may take.
 
-llhttp, under uvicorn, puts no limit on a request head: a client could send megabytes of
-headers and every byte would be parsed and kept in memory. :class:`HeaderLimitProtocol`
-counts the bytes of each head as they arrive, before they reach the parser, and answers a
-head longer than :data:`MAX_HEADER_SIZE` with ``431 Request Header Fields Too Large``
-(RFC 6585 §5), then closes the connection — as nginx answers heads past its
-``large_client_header_buffers``. Bodies are not counted.
+llhttp, under uvicorn, parses what it is given: it puts no limit on a head's size or number
+of fields, does not check ``Host``, turns a method it does not know into a bare 400, and
+uvicorn waits forever for a head that never ends (its keep-alive timeout only runs between
+requests). :class:`StrictProtocol` refuses, each with a short plain-text response and
+``connection: close``, then ends the connection:
 
-This module and :mod:`s3proxy.server` are the only ones that import uvicorn.
+======  ==============================================================================
+status  when
+======  ==============================================================================
+400     an HTTP/1.1 request without ``Host``; any request with two ``Host`` fields or a
+        ``Host`` that is not ``uri-host [":" port]`` (RFC 9112 §3.2, RFC 9110 §7.2); a
+        head llhttp cannot parse
+408     a head begun but not complete within :attr:`~StrictProtocol.header_timeout`
+        seconds (nginx's ``client_header_timeout``); a connection that sent nothing in
+        that time is closed without a response, as nginx does
+431     a head over :attr:`~StrictProtocol.limit` bytes (request line, header lines and
+        the blank line; bodies are not counted) or with more than
+        :attr:`~StrictProtocol.max_fields` header fields (RFC 6585 §5; Apache's
+        ``LimitRequestFields``)
+501     a method llhttp does not know (RFC 9110 §9.1, §15.6.2); methods it knows but the
+        site does not serve get the app's 405 with ``Allow``
+503     a connection accepted while :attr:`~StrictProtocol.max_connections` are open in
+        this process, answered at once so a flood costs a descriptor for moments only
+======  ==============================================================================
+
+Each refusal is logged as one request line (method and path if the request line got that
+far; no header value). This module and :mod:`s3proxy.server` are the only ones that import
+uvicorn.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import re
+import resource
+from collections.abc import Iterable
+from typing import ClassVar
+
+import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from s3proxy import logging as log
+from s3proxy.exceptions import ConfigError
 
-__all__ = ["MAX_HEADER_SIZE", "HeaderLimitProtocol"]
+__all__ = [
+    "HEADER_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "MAX_FIELDS",
+    "MAX_HEADER_SIZE",
+    "StrictProtocol",
+    "configure",
+]
 
 #: Bytes a request head may take by default (``--max-header-size``): the request line, every
 #: header line and the blank line that ends them (64 KiB, as many proxies allow; nginx's
 #: default is 4 buffers of 8 KiB, so no head nginx forwards is refused).
 MAX_HEADER_SIZE = 64 * 1024
 
+#: Header fields a request head may have by default (``--max-header-fields``): Apache's
+#: ``LimitRequestFields``.
+MAX_FIELDS = 100
+
+#: Seconds a request head may take to arrive by default (``--header-timeout``): nginx's
+#: ``client_header_timeout``.
+HEADER_TIMEOUT = 60.0
+
+#: Connections one process serves at once by default (``--max-connections``): nginx's usual
+#: ``worker_connections``.
+MAX_CONNECTIONS = 1024
+
 #: Seconds a refused connection still reads (and drops) what the client sends before it is
-#: closed; see :meth:`HeaderLimitProtocol._close_lingering`.
+#: closed; see :meth:`StrictProtocol._close_lingering`.
 LINGER_SECONDS = 2.0
 
-_BODY = b"Request header fields too large.\n"
 _LOGGED_PATH = 1024  # as much of the path as a request line shows (s3proxy.site does the same)
 
+# RFC 9110 §7.2: Host = uri-host [ ":" port ]; uri-host (RFC 3986 §3.2.2) is an IP-literal
+# in brackets or a reg-name (which covers IPv4 addresses): unreserved, pct-encoded and
+# sub-delims. An empty value is valid (RFC 9112 §3.2: a target without authority).
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)"
+    rb"(?::[0-9]*)?"
+)
+# Host values found valid in this process: a keep-alive client sends the same one with
+# each request, so the regular expression runs once per value, not per request.
+_valid_hosts: set[bytes] = set()
+_VALID_HOSTS_KEPT = 256
+# RFC 9110 §5.6.2: tchar, what a method is made of (§9.1).
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
-class HeaderLimitProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` that refuses request heads over :data:`MAX_HEADER_SIZE`.
+
+class Refusal(Exception):
+    """A request the protocol answers itself: ``status`` and a one-line ``body``."""
+
+    def __init__(self, status: int, body: bytes, method: str = "") -> None:
+        super().__init__(status, body)
+        self.status, self.body, self.method = status, body, method
+
+
+# What each refusal says. A Refusal is made for each use: raising one instance again would
+# grow its traceback.
+_TOO_LARGE = (431, b"Request header fields too large.\n")
+_TOO_MANY = (431, b"Too many request header fields.\n")
+_BAD_HOST = (400, b"Missing, repeated or invalid Host header field.\n")
+_BAD_REQUEST = (400, b"Invalid HTTP request.\n")
+_UNKNOWN_METHOD = (501, b"Method not implemented.\n")
+_TIMED_OUT = (408, b"Request head not received in time.\n")
+_BUSY = (503, b"Too many connections.\n")
+
+
+class StrictProtocol(HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` that refuses the heads this module's table lists.
 
     A head is counted from the end of the previous message (or from the start of the
     connection) until the parser reports the headers complete, and never more than
-    :data:`MAX_HEADER_SIZE` bytes of it are fed to the parser, whatever the size of a read.
-    Refused: a 431 with a short plain-text body and ``connection: close``, written after
-    any responses still owed to earlier requests on the connection; then the connection
-    ends (lingering, see :meth:`_close_lingering`) and nothing more of it is parsed. One
-    request line is logged: status 431, the method and path if the request line got that
-    far, the peer's address; no header.
+    :attr:`limit` bytes of it are fed to the parser, whatever the size of a read. A refusal
+    is written after any responses still owed to earlier requests on the connection
+    (HTTP/1.1 answers in order, RFC 9112 §9.3.2); then the connection ends, lingering (see
+    :meth:`_close_lingering`), and nothing more of it is parsed.
 
-    A head that starts in the middle of a read, behind a pipelined request, is counted
-    from the next read: it may reach the parser with up to one read (256 KB in uvloop)
-    more than the limit. No head is refused for bytes of its body or of another request.
+    A head that starts in the middle of a read, behind a pipelined request, is counted (in
+    bytes and in time) from the next read: it may reach the parser with up to one read
+    (256 KB in uvloop) more than the limit. No head is refused for bytes of its body or of
+    another request. The header timeout is checked by one timer per process every
+    :attr:`sweep_interval` seconds, so a head times out between :attr:`header_timeout` and
+    that much later; requests pay nothing for it.
     """
 
-    #: The bound in this process: set once from ``--max-header-size`` before serving starts
-    #: (:mod:`s3proxy.server`); uvicorn builds the protocol itself, one per connection.
-    limit = MAX_HEADER_SIZE
+    #: The bounds in this process: set once from the options before serving starts
+    #: (:func:`configure`); uvicorn builds the protocol itself, one
+    #: per connection.
+    limit: ClassVar[int] = MAX_HEADER_SIZE
+    max_fields: ClassVar[int] = MAX_FIELDS
+    header_timeout: ClassVar[float] = HEADER_TIMEOUT
+    max_connections: ClassVar[int] = MAX_CONNECTIONS
 
     # Per-connection state, as class defaults so uvicorn's constructor stays as it is.
     _head_open = True  # no head has ended since the last message did
     _head_bytes = 0  # bytes received while this head was open
+    _head_seen = 0  # the sweep that first saw this head waiting (0: none yet)
+    _hosts = 0  # Host fields in this head so far
+    _host = b""  # the last of them
+    _refused = False  # a refusal is sent or owed: nothing more is parsed
 
-    # The three overrides below are all the hit path pays. Measured (Python 3.11, uvloop,
-    # this 2-core machine): 0.11 µs per request for the three (timeit, uvicorn's methods
-    # stubbed out), against ~9.5 µs for a whole keep-alive request through the real parser
-    # and a trivial ASGI app, where the difference stayed within run-to-run noise; wrk
-    # against a cached 2,950-byte object cannot resolve it (rounds vary by ±20% here).
+    # What the hit path pays: on_header below (one comparison per field more than uvicorn's)
+    # and on_headers_complete's checks. Measured with process_time on this shared 2-core
+    # machine (Python 3.11, uvloop; the numbers are in the commit that added them).
+
+    # --- uvicorn's protocol, overridden ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        HttpToolsProtocol.connection_made(self, transport)
+        _Sweep.ensure(self)
+        if len(self.connections) > self.max_connections:
+            self._refuse(Refusal(*_BUSY))
 
     def data_received(self, data: bytes) -> None:
         if self._head_open:
@@ -69,85 +164,239 @@ class HeaderLimitProtocol(HttpToolsProtocol):
             if self._head_bytes > self.limit:
                 self._receive_past_limit(data)
                 return
-        HttpToolsProtocol.data_received(self, data)
+        self._feed(data)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # uvicorn's on_header (lower-case name, note Expect: 100-continue, keep the pair),
+        # with Host counted on the way: one comparison, where a scan of the list afterwards
+        # would cost a loop over every field.
+        name = name.lower()
+        if name == b"host":
+            self._hosts += 1
+            self._host = value
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._head_open = False
+        hosts, self._hosts = self._hosts, 0
+        if hosts != 1 or self._host not in _valid_hosts or len(self.headers) > self.max_fields:
+            self._check_head(hosts)  # raises Refusal, which stops the parser
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
-        self._head_open, self._head_bytes = True, 0
+        self._head_open, self._head_bytes, self._head_seen = True, 0, 0
         HttpToolsProtocol.on_message_complete(self)
+
+    # --- parsing -------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, with the parser's errors mapped to refusals (its own
+        sends a bare 400 for each)."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserCallbackError as exc:
+            refusal = exc.__context__
+            if not isinstance(refusal, Refusal):
+                raise
+            self._refuse(refusal)
+        except httptools.HttpParserInvalidMethodError:
+            self._refuse(_unknown_method(data, whole_head=self._head_bytes == len(data)))
+        except httptools.HttpParserError:
+            self._refuse(Refusal(*_BAD_REQUEST))
+
+    def _check_head(self, hosts: int) -> None:
+        """The slow path of :meth:`on_headers_complete`: raise the :class:`Refusal` this
+        head earns, or return (and remember its Host as valid)."""
+        if len(self.headers) > self.max_fields:
+            raise Refusal(*_TOO_MANY)
+        if hosts > 1:
+            raise Refusal(*_BAD_HOST)
+        if hosts == 0:
+            # RFC 9112 §3.2: required of HTTP/1.1 only (1.0 predates it).
+            if self.parser.get_http_version() == "1.1":
+                raise Refusal(*_BAD_HOST)
+            return
+        if _HOST.fullmatch(self._host) is None:
+            raise Refusal(*_BAD_HOST)
+        if len(_valid_hosts) >= _VALID_HOSTS_KEPT:
+            _valid_hosts.clear()
+        _valid_hosts.add(self._host)
 
     def _receive_past_limit(self, data: bytes) -> None:
         """``data`` takes the open head past the limit: feed the part within it, and refuse
         the request if its head still does not end there."""
-        within = self.limit - (self._head_bytes - len(data))
-        if within < 0:  # refused already: the connection is closing, read nothing more
+        if self._refused:  # the connection is closing: read nothing more
             return
+        within = self.limit - (self._head_bytes - len(data))
         if within:
-            HttpToolsProtocol.data_received(self, data[:within])
-        if self.transport.is_closing():  # the parser refused the request itself (400)
+            self._feed(data[:within])
+        if self._refused or self.transport.is_closing():
             return
         if self._head_open and self._head_bytes > self.limit:
-            self._refuse()
+            self._refuse(Refusal(*_TOO_LARGE))
         elif self.transport.get_protocol() is self:  # not upgraded to a websocket
             self.data_received(data[within:])  # the head ended: the rest is a body or more
 
-    def _refuse(self) -> None:
-        """Stop reading; answer 431 once every earlier request on the connection has its
-        response (HTTP/1.1 answers in order, RFC 9112 §9.3.2)."""
+    # --- refusing --------------------------------------------------------------------------
+
+    def _refuse(self, refusal: Refusal) -> None:
+        """Stop parsing and reading; answer ``refusal`` once every earlier request on the
+        connection has its response, then end the connection."""
+        if self._refused:
+            return
+        # From now on data_received takes every read past the limit, where it is dropped.
+        self._refused, self._head_open, self._head_bytes = True, True, self.limit
         self.flow.pause_reading()
-        self._log_refusal()
+        self._log_refusal(refusal)
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
-            self._send_431()
+            self._send(refusal)
             return
         owed = cycle.on_response
 
         def after_owed_response() -> None:
             owed()
-            self._send_431()
+            self._send(refusal)
 
         cycle.on_response = after_owed_response
 
-    def _send_431(self) -> None:
-        """RFC 6585 §5: the request's header fields are too large; the connection ends with
-        it, since the rest of the head was never read."""
+    def _send(self, refusal: Refusal) -> None:
+        """The refusal's response; the connection ends with it, since the rest of the
+        request was never read."""
         if self.transport.is_closing():
             return
-        head = [STATUS_LINE[431]]
+        head = [STATUS_LINE[refusal.status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
         head.append(
             b"content-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(_BODY)
+            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(refusal.body)
         )
-        self.transport.write(b"".join(head) + _BODY)
+        self.transport.write(b"".join(head) + refusal.body)
         self._close_lingering()
 
     def _close_lingering(self) -> None:
-        """Close after the 431, without losing it. The client may still be sending its head:
+        """Close after the response, without losing it. The client may still be sending:
         closing a socket with unread data makes the kernel answer RST, and a RST can destroy
-        the 431 before the client reads it. So, as nginx's ``lingering_close``: end our
-        side (FIN after the 431), read and drop what still comes, and close when the client
-        does or after :data:`LINGER_SECONDS`."""
+        the response before the client reads it. So, as nginx's ``lingering_close``: end our
+        side (FIN after the response), read and drop what still comes, and close when the
+        client does or after :data:`LINGER_SECONDS`."""
         transport = self.transport
         if not transport.can_write_eof():  # TLS: no half-close
             transport.close()
             return
         transport.write_eof()
-        self.flow.resume_reading()  # data_received drops it: this head is over the limit
+        self.flow.resume_reading()  # data_received drops it: the connection is refused
         self.loop.call_later(LINGER_SECONDS, transport.close)
 
-    def _log_refusal(self) -> None:
+    def _log_refusal(self, refusal: Refusal) -> None:
         """The refused request's line: the headers are neither complete nor trusted, so the
         client is the peer and no header value appears."""
         # uvicorn starts a scope when a message begins and puts the method in it when its
-        # head ends: a scope without one is the refused request's.
+        # head ends (which a refused head never reaches): a scope without one is ours.
         began = self.scope is not None and "method" not in self.scope
         url = self.url if began else b""
-        method = self.parser.get_method().decode("latin-1") if url else "-"
+        method = refusal.method or (self.parser.get_method().decode("latin-1") if url else "-")
         path = url[:_LOGGED_PATH].split(b"?", 1)[0].decode("latin-1") if url else "-"
         client = self.client[0] if self.client else "-"
-        log.request(method, path, 431, len(_BODY), 0.0, "-", client)
+        log.request(method, path, refusal.status, len(refusal.body), 0.0, "-", client)
+
+    def _time_out(self) -> None:
+        """The header timeout passed: 408 if the head began, else close quietly (a client
+        that sent nothing has nothing to be answered; nginx does the same)."""
+        if self._head_bytes:
+            self._refuse(Refusal(*_TIMED_OUT))
+        else:
+            self._refused = True
+            self.transport.close()
+
+
+def _unknown_method(data: bytes, whole_head: bool) -> Refusal:
+    """501 for a method llhttp does not know; 400 if the head, when ``data`` holds its start,
+    does not even begin with a token and a space (it is no HTTP request: TLS, say)."""
+    if not whole_head:
+        return Refusal(*_UNKNOWN_METHOD)
+    method, space, _ = data[:64].partition(b" ")
+    if not space or _TOKEN.fullmatch(method) is None:
+        return Refusal(*_BAD_REQUEST)
+    return Refusal(*_UNKNOWN_METHOD, method=method.decode("ascii"))
+
+
+class _Sweep:
+    """One timer per event loop that times out heads waiting past the header timeout.
+
+    Every :meth:`interval` seconds it looks at each open connection; a head (or a fresh
+    connection's silence) first seen waiting by one sweep is timed out by the sweep
+    ``ceil(header_timeout / interval)`` later. Cost: one pass over the connections per
+    interval, nothing per request but the reset in ``on_message_complete``.
+    """
+
+    _loop: ClassVar[asyncio.AbstractEventLoop | None] = None
+
+    @classmethod
+    def ensure(cls, protocol: StrictProtocol) -> None:
+        """Start the sweep on ``protocol``'s loop, once."""
+        if cls._loop is not protocol.loop:
+            cls._loop = protocol.loop
+            sweep = cls(protocol.loop, protocol.connections)
+            protocol.loop.call_later(sweep.interval, sweep.run)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connections: Iterable[object]) -> None:
+        self.loop, self.connections, self.number = loop, connections, 0
+        timeout = StrictProtocol.header_timeout
+        self.interval = min(1.0, timeout / 4)
+        self.sweeps = math.ceil(timeout / self.interval)
+
+    def run(self) -> None:
+        self.number += 1
+        for protocol in list(self.connections):
+            if not isinstance(protocol, StrictProtocol) or protocol._refused:
+                continue
+            # Waiting for a head: one begun, or a first one that has not begun. Between
+            # requests (no bytes, a response under way or kept alive) is not waiting.
+            if protocol._head_open and (protocol._head_bytes or protocol.cycle is None):
+                if not protocol._head_seen:
+                    protocol._head_seen = self.number
+                elif self.number - protocol._head_seen >= self.sweeps:
+                    protocol._time_out()
+        if not self.loop.is_closed():
+            self.loop.call_later(self.interval, self.run)
+
+
+#: Descriptors a process needs besides its client connections: cache files being read and
+#: written, pooled S3 connections, the index database, logs, sink pipes.
+RESERVED_DESCRIPTORS = 256
+
+
+def configure(
+    max_header_size: int, max_fields: int, header_timeout: float, max_connections: int
+) -> None:
+    """Set this process's bounds, before it serves (uvicorn builds the protocol itself).
+
+    Raises the soft limit on open descriptors (``ulimit -n``) to fit ``max_connections``
+    plus :data:`RESERVED_DESCRIPTORS`, as far as the hard limit allows; raises
+    :class:`~s3proxy.exceptions.ConfigError` if the hard limit is lower, rather than let
+    ``accept`` fail with EMFILE under load.
+    """
+    StrictProtocol.limit = max_header_size
+    StrictProtocol.max_fields = max_fields
+    StrictProtocol.header_timeout = header_timeout
+    StrictProtocol.max_connections = max_connections
+    need = max_connections + RESERVED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise ConfigError(
+                f"--max-connections {max_connections} needs {need} open files, but this "
+                f"process may open at most {hard} (ulimit -Hn): lower --max-connections "
+                "or raise the limit"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))

@@ -1,5 +1,5 @@
 """``run(config)``: prepare the cache directory, then serve with uvicorn (uvloop + httptools,
-with the request-head bound of :mod:`s3proxy.protocol`), in-process or as ``--threads``
+with the strict request heads of :mod:`s3proxy.protocol`), in-process or as ``--threads``
 worker processes. Whatever the Config came from (options, the demo) is the CLI's business."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any
 import uvicorn
 
 from s3proxy import logging as log
+from s3proxy import protocol
 from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, create_app_from_environ
 from s3proxy.config import Config, check_environment
 from s3proxy.exceptions import ConfigError
-from s3proxy.protocol import HeaderLimitProtocol
 from s3proxy.resources import open_cache
 from s3proxy.sinks import factory as sinks
 
@@ -42,13 +42,14 @@ def prepare(config: Config) -> None:
 
 def run(config: Config) -> None:
     prepare(config)
+    configure_protocol(config)  # here too: a descriptor limit too low fails before serving
     options: dict[str, Any] = {
         "host": config.process.host,
         "port": config.process.port,
         "loop": "uvloop",
-        # httptools, with heads over --max-header-size refused (431); workers import it by
-        # name and set its bound in worker_app.
-        "http": HeaderLimitProtocol,
+        # httptools, strict about request heads; workers import it by name and set its
+        # bounds in worker_app.
+        "http": protocol.StrictProtocol,
         "log_config": None,
         "access_log": False,
         "server_header": False,
@@ -60,7 +61,6 @@ def run(config: Config) -> None:
         os.environ[WORKER_CONFIG_ENV] = config.to_json()
         uvicorn.run("s3proxy.server:worker_app", factory=True, workers=workers, **options)
     else:
-        HeaderLimitProtocol.limit = config.process.max_header_size
         uvicorn.run(App(config), **options)
     log.flush()
 
@@ -68,7 +68,18 @@ def run(config: Config) -> None:
 def worker_app() -> App:
     """What each ``--threads`` worker process serves, called by uvicorn (by name) before the
     worker listens: the app for the settings the parent left in the environment, and the
-    request-head bound for the connections this process will accept."""
+    protocol's bounds for the connections this process will accept."""
     app = create_app_from_environ()
-    HeaderLimitProtocol.limit = app.config.process.max_header_size
+    configure_protocol(app.config)
     return app
+
+
+def configure_protocol(config: Config) -> None:
+    """This process's request-head bounds and connection cap (:func:`protocol.configure`)."""
+    process = config.process
+    protocol.configure(
+        process.max_header_size,
+        process.max_header_fields,
+        process.header_timeout,
+        process.max_connections,
+    )
