@@ -119,14 +119,13 @@ class StrictProtocol(HttpToolsProtocol):
     A head that starts in the middle of a read, behind a pipelined request, is counted (in
     bytes and in time) from the next read: it may reach the parser with up to one read
     (256 KB in uvloop) more than the limit. No head is refused for bytes of its body or of
-    another request. The header timeout is checked by one timer per process every
-    :attr:`sweep_interval` seconds, so a head times out between :attr:`header_timeout` and
-    that much later; requests pay nothing for it.
+    another request. The header timeout is checked by one timer per process every second
+    (:class:`_Sweep`), so a head times out between :attr:`header_timeout` and a second
+    later; requests pay nothing for it.
     """
 
     #: The bounds in this process: set once from the options before serving starts
-    #: (:func:`configure`); uvicorn builds the protocol itself, one
-    #: per connection.
+    #: (:func:`configure`); uvicorn builds the protocol itself, one per connection.
     limit: ClassVar[int] = MAX_HEADER_SIZE
     max_fields: ClassVar[int] = MAX_FIELDS
     header_timeout: ClassVar[float] = HEADER_TIMEOUT
