@@ -29,12 +29,16 @@ class Served:
 
 
 def start(s3: S3Server, tmp: Path, name: str, *extra: str) -> tuple[ProxyProcess, Served]:
-    """``s3proxy`` serving ``/small.txt`` from a new bucket, logging to ``tmp/logs``."""
+    """``s3proxy`` serving ``/small.txt`` from a new bucket, logging to ``tmp/logs``; one
+    process unless ``extra`` has ``--threads``."""
     bucket = f"strict-{name}"
     s3.client().create_bucket(Bucket=bucket)
     s3.client().put_object(Bucket=bucket, Key="small.txt", Body=BODY)
     port = free_port()
-    args = cli_args(s3, bucket, str(tmp / "cache"), port, "--dir", str(tmp / "logs"), *extra)
+    # One process unless ``extra`` says otherwise (the default is one worker per CPU): the
+    # connection cap and the descriptor count are per process.
+    logs = ("--dir", str(tmp / "logs"))
+    args = cli_args(s3, bucket, str(tmp / "cache"), port, "--threads", "1", *logs, *extra)
     proxy = ProxyProcess(args, {}, port).wait_ready()
     return proxy, Served(port, proxy.proc.pid, tmp / "logs")
 
