@@ -13,7 +13,8 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from s3proxy.config import Config, SinksConfig, check_environment
+from s3proxy.config import Config, SinksConfig
+from s3proxy.environment import check_environment
 from s3proxy.exceptions import S3ProxyError
 from s3proxy.sinks.base import Sink
 from s3proxy.sinks.factory import build_enricher, build_sinks

@@ -18,35 +18,50 @@ import tempfile
 from typing import Any
 
 import click
+import cloup
 from click.core import ParameterSource
 
 from s3proxy import __version__
 from s3proxy.config import FIELDS, Config
 from s3proxy.exceptions import ConfigError
+from s3proxy.parts import GROUPS
 from s3proxy.settings import SettingError, default_of, flag_of, option_of, type_of
+
+_GROUPS = {title: cloup.OptionGroup(title) for title in GROUPS}
+
+
+class FlagOption(cloup.Option):
+    """A boolean shown as a flag (``--spa``), which also takes the original's ``true`` or
+    ``false`` (``--console true``, ``CONSOLE=false``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, type=click.BOOL, is_flag=False, flag_value=True, **kwargs)
+
+    def make_metavar(self, ctx: click.Context) -> str:
+        return "[true|false]" if self.default else ""
 
 
 def option(f: dataclasses.Field[Any]) -> click.Option:
-    """The command-line option of a Config field: its flags, variables, type and default."""
+    """The command-line option of a Config field: its flags, variables, type, default and
+    ``--help`` group."""
     meta = option_of(f)
     kind = type_of(f)
     default = default_of(f)
     show = getattr(kind, "show", None)
     if show is not None and default:  # as typed: 64m, not 67108864
         default = show(default)
-    extra: dict[str, Any] = {}
-    if kind is click.BOOL:  # --console alone, or the original's --console true
-        extra = {"is_flag": False, "flag_value": True}
-    return click.Option(
-        [flag_of(f), *([meta.short] if meta.short else []), f.name],
-        type=kind,
-        default=default,
-        envvar=env_names(f),
-        show_envvar=True,
-        show_default=shown_default(meta.shown, default),
-        help=meta.help,
-        **extra,
-    )
+    settings: dict[str, Any] = {
+        "default": default,
+        "envvar": env_names(f),
+        "show_envvar": True,
+        "show_default": shown_default(meta.shown, default),
+        "help": meta.help,
+        "group": _GROUPS[meta.group],
+    }
+    flags = [flag_of(f), *([meta.short] if meta.short else []), f.name]
+    if kind is click.BOOL:
+        return FlagOption(flags, **settings)
+    return cloup.Option(flags, type=kind, **settings)
 
 
 def env_names(f: dataclasses.Field[Any]) -> list[str]:
@@ -61,6 +76,8 @@ def shown_default(shown: str | None, default: Any) -> str | bool:
     nothing when there is none."""
     if shown is not None:
         return shown
+    if isinstance(default, bool):  # a flag is off unless said otherwise
+        return "on" if default else False
     return default not in (None, (), "")
 
 
@@ -69,6 +86,11 @@ def build_config(params: dict[str, Any]) -> Config:
     if not params.get("bucket"):
         raise ConfigError("--bucket (or S3_BUCKET) is required; try --demo for a local sample")
     return Config.build(**params)
+
+
+def _group_order(param: click.Parameter) -> int:
+    group = getattr(param, "group", None)
+    return GROUPS.index(group.title) if group is not None else len(GROUPS)
 
 
 def source_of(ctx: click.Context, param: click.Parameter) -> str:
@@ -87,7 +109,7 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-class _Command(click.Command):
+class _Command(cloup.Command):
     """Every bad value as one line naming what the user set, and exit code 2, instead of
     click's usage block."""
 
@@ -108,9 +130,9 @@ class _Command(click.Command):
             sys.exit(1)
 
 
-@click.command(
+@cloup.command(
     cls=_Command,
-    params=[option(f) for f in FIELDS.values()],
+    params=sorted((option(f) for f in FIELDS.values()), key=_group_order),
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
 )
 @click.option(

@@ -1,5 +1,5 @@
-"""Validated, immutable settings. Construction does no I/O; :func:`check_environment` does the
-checks that touch the machine (cache dir writable) and runs once at startup.
+"""Validated, immutable settings. Construction does no I/O; the checks that touch the machine
+(directories writable, CPUs present) are :mod:`s3proxy.environment`'s.
 
 :class:`Config` is one frozen part per component (process, logs, cache, origin, site, sinks);
 each component is built from its part alone. The parts and their fields, each declared once
@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
-from s3proxy.exceptions import ConfigError
 from s3proxy.parts import (
     CacheConfig,
     LogsConfig,
@@ -35,7 +31,6 @@ __all__ = [
     "ProcessConfig",
     "SinksConfig",
     "SiteConfig",
-    "check_environment",
     "default_cache_dir",
 ]
 
@@ -105,22 +100,3 @@ def _split(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
             raise TypeError(f"no setting named {key!r}")
         parts.setdefault(PART_OF[key], {})[key] = value
     return parts
-
-
-def check_environment(config: Config) -> None:
-    """Checks that need the machine: the cache dir must exist (it is created) and be writable."""
-    path = Path(config.cache.cache_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"cache dir {path} is not writable: {exc.strerror}") from None
-    if config.sinks.sink_cpus:
-        usable = os.sched_getaffinity(0)
-        missing = sorted(set(config.sinks.sink_cpus) - usable)
-        if missing:
-            raise ConfigError(
-                f"--sink-cpus: CPU {missing[0]} is not one this process may use "
-                f"({', '.join(map(str, sorted(usable)))})"
-            )

@@ -30,6 +30,8 @@ SERVER, MANAGEMENT, S3, CACHE, SITE, LOGS = (
 )
 GEOIP, AKUMULI, MONGO, ILP = "GeoIP", "Akumuli sink", "MongoDB sink", "Line protocol sink"
 SINKS = "Metrics sinks"
+#: The order of the groups in ``--help``.
+GROUPS = (SERVER, S3, CACHE, SITE, MANAGEMENT, LOGS, SINKS, GEOIP, AKUMULI, MONGO, ILP)
 
 
 def default_cache_dir() -> str:

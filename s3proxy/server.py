@@ -13,7 +13,8 @@ import uvicorn
 from s3proxy import logging as log
 from s3proxy import protocol
 from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, create_app_from_environ
-from s3proxy.config import Config, check_environment
+from s3proxy.config import Config
+from s3proxy.environment import check_environment
 from s3proxy.exceptions import ConfigError
 from s3proxy.resources import open_cache
 from s3proxy.sinks import factory as sinks

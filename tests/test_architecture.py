@@ -26,6 +26,7 @@ OWNERS = {
     "starlette": {"management.py"},
     # params.py: click's types for the settings, which config.py checks values with.
     "click": {"cli.py", "params.py", "settings.py"},
+    "cloup": {"cli.py"},
     "prometheus_client": {"sinks/prometheus.py"},
     "pymongo": {"sinks/mongo.py"},
     "bson": {"sinks/mongo.py"},

@@ -480,7 +480,7 @@ def test_unwritable_cache_dir_exits_2_with_one_line(
     args = ["-b", "b", "-p", "0", "-n", "1", "-d", str(cache_dir(regular_file))]
     args += ["-o", str(tmp_path / "logs")]
     result = CliRunner().invoke(main, args, prog_name="s3proxy")
-    _assert_one_line_error(result, "cache dir")
+    _assert_one_line_error(result, "--cache-dir")
     assert not (tmp_path / "logs").exists()
 
 
@@ -568,3 +568,119 @@ def test_readme_option_table_matches_help() -> None:
     end = next(i for i in range(start, len(readme)) if not readme[i].startswith("|"))
     expected = option_table()
     assert readme[start:end] == expected, "\n" + "\n".join(expected)
+
+
+# -- help and errors ----------------------------------------------------------------------------
+
+HELP_GROUPS = [
+    "Server", "S3", "Cache", "Website", "Management", "Logging",
+    "Metrics sinks", "GeoIP", "Akumuli sink", "MongoDB sink", "Line protocol sink",
+]  # fmt: skip
+
+
+def _help() -> str:
+    result = CliRunner().invoke(main, ["--help"], prog_name="s3proxy", terminal_width=100)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _sections(text: str) -> dict[str, str]:
+    """``--help``'s sections by heading (``Server:``) -> their text."""
+    sections: dict[str, str] = {}
+    heading = ""
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            heading = line[:-1]
+            sections[heading] = ""
+        elif heading:
+            sections[heading] += line + "\n"
+    return sections
+
+
+def test_help_groups_the_options() -> None:
+    """``--help`` shows the options in groups, in this order, each option in its own."""
+    sections = _sections(_help())
+    assert [h for h in sections if h in HELP_GROUPS] == HELP_GROUPS
+    placed = {
+        "Server": ["--port", "--threads", "--host"],
+        "S3": ["--bucket", "--endpoint-url", "--path-style"],
+        "Cache": ["--cache-dir", "--ttl", "--cache-max-size"],
+        "Website": ["--prefix", "--spa", "--allowed-origins"],
+        "Management": ["--auth-key", "--prometheus"],
+        "Logging": ["--log-level", "--dir", "--console"],
+        "Akumuli sink": ["--akumuli-host", "--metric-prefix"],
+        "MongoDB sink": ["--mongo-uri"],
+        "Line protocol sink": ["--ilp-host"],
+        "GeoIP": ["--mmdb-host", "--mmdb-file"],
+    }
+    for heading, flags in placed.items():
+        for flag in flags:
+            assert flag in sections[heading], (flag, heading)
+
+
+@pytest.mark.parametrize("flag", ["--spa", "--console", "--path-style", "--prometheus"])
+def test_help_shows_booleans_as_flags(flag: str) -> None:
+    """A boolean that is off by default reads as a flag: no value after it in ``--help``."""
+    (line,) = [line for line in _help().splitlines() if f"{flag} " in line and "  " in line]
+    after = line.split(flag, 1)[1]
+    assert after.startswith("  "), line
+    assert "BOOLEAN" not in _help()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(["--spa"], True, id="alone"),
+        pytest.param(["--spa", "true"], True, id="true"),
+        pytest.param(["--spa", "false"], False, id="false"),
+        pytest.param([], False, id="default"),
+    ],
+)
+def test_boolean_flags_also_take_true_or_false(
+    args: list[str], expected: bool, invoke: Callable[..., Result], captured: list[Config]
+) -> None:
+    """``--spa`` alone turns it on; ``--spa true|false`` works as the original's did."""
+    assert _config(invoke, captured, "-b", "b", *args).site.spa is expected
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        pytest.param(["--port", "abc"], {}, '--port: "abc" is not a port number', id="port-flag"),
+        pytest.param([], {"PORT": "abc"}, 'PORT: "abc" is not a port number', id="port-original"),
+        pytest.param(
+            [], {"S3PROXY_PORT": "abc"}, 'S3PROXY_PORT: "abc" is not a port number', id="port-ours"
+        ),
+        pytest.param(
+            ["--port", "70000"], {}, "--port: 70000 is not between 0 and 65535", id="port-range"
+        ),
+        pytest.param([], {"TTL": "-5"}, "TTL: -5 is not between 0 and 315360000", id="ttl-env"),
+        pytest.param(
+            ["--memory-cache-size", "lots"],
+            {},
+            '--memory-cache-size: "lots" is not a size: use a byte count or e.g. 512m, 10g',
+            id="size",
+        ),
+        pytest.param(
+            [], {"LOG_LEVEL": "loud"}, 'LOG_LEVEL: "loud" is not a log level', id="log-level"
+        ),
+        pytest.param(
+            ["--trusted-proxies", "10.0.0.0/8,nope"],
+            {},
+            '--trusted-proxies: "nope" is not an IP address or network',
+            id="networks",
+        ),
+        pytest.param(["--prefix", "a/../b"], {}, "--prefix: ", id="prefix-checked-after-parsing"),
+    ],
+)
+def test_errors_name_what_the_user_set(
+    args: list[str],
+    env: dict[str, str],
+    line: str,
+    invoke: Callable[..., Result],
+    captured: list[Config],
+) -> None:
+    """A bad value's one line names the flag or the variable it came from, then says why."""
+    result = invoke(["-b", "b", *args], env=env or None)
+    _assert_one_line_error(result, line)
+    assert result.stderr.startswith(f"s3proxy: error: {line}")
