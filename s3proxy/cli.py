@@ -88,6 +88,12 @@ def build_config(params: dict[str, Any]) -> Config:
     return Config.build(**params)
 
 
+def config_options() -> list[click.Parameter]:
+    """Every Config field's option, in ``--help``'s group order: what any command that builds
+    a Config (serving, a check) takes, with :func:`build_config` for its parameters."""
+    return sorted((option(f) for f in FIELDS.values()), key=_group_order)
+
+
 def _group_order(param: click.Parameter) -> int:
     group = getattr(param, "group", None)
     return GROUPS.index(group.title) if group is not None else len(GROUPS)
@@ -132,7 +138,7 @@ class _Command(cloup.Command):
 
 @cloup.command(
     cls=_Command,
-    params=sorted((option(f) for f in FIELDS.values()), key=_group_order),
+    params=config_options(),
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
 )
 @click.option(
