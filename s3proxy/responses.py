@@ -50,9 +50,7 @@ def representation_headers(
     for the identity body or for the ``coding`` variant. With ``compress``, compressible
     objects carry ``Vary: Accept-Encoding`` in every variant. Memoised on the entry per
     coding; recomputed when a revalidation moved ``expires_at``."""
-    memo: dict[str | None, tuple[float, Headers]] | None = entry.rendered
-    if memo is None:
-        memo = entry.rendered = {}
+    memo: dict[str | None, tuple[float, Headers]] = entry.rendered
     cached = memo.get(coding)
     if cached is not None and cached[0] == entry.expires_at:
         return cached[1]

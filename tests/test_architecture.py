@@ -17,7 +17,7 @@ OWNERS = {
     "botocore": {"origin.py", "demo.py"},
     # origin.py maps aiobotocore's aiohttp errors; the line-protocol sink POSTs with it.
     "aiohttp": {"origin.py", "sinks/influx.py"},
-    "diskcache": {"cache/store.py"},
+    "diskcache": {"cache/index.py"},
     "structlog": {"logging/__init__.py"},
     "moto": {"demo.py"},
     "boto3": {"demo.py"},

@@ -4,6 +4,7 @@ reach every worker, revalidation with If-None-Match, and the bounds on memory.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from s3proxy.cache import Cache, object_hash
+from s3proxy.cache.index import OLDEST, UNDER_PREFIX, Index, Record, successor
 from s3proxy.meta import ObjectMeta
 from tests.servers import Fault, ProxyProcess, ProxyServer, S3Server, cli_args, free_port
 from tests.sink_servers import wait_for
@@ -201,7 +203,7 @@ def test_a_fill_that_straddles_a_clear_is_not_stored(tmp_path: Path) -> None:
 
 def test_remembered_404s_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Random missing paths cannot grow memory without bound."""
-    monkeypatch.setattr("s3proxy.cache.store.MAX_NEGATIVE", 100)
+    monkeypatch.setattr("s3proxy.cache.memory.MAX_NEGATIVE", 100)
     cache = Cache(str(tmp_path), "b")
     cache.open()
     try:
@@ -353,3 +355,137 @@ def test_honor_cache_control_lets_each_object_set_its_freshness(
 
     assert (len(gets("/live.json")), len(gets("/app.css"))) == (live_gets, static_gets)
     assert all("if-none-match" in h for h in gets("/live.json")[1:])
+
+
+def _index(tmp_path: Path) -> Index:
+    index = Index(tmp_path / "index")
+    index.open()
+    return index
+
+
+def _record(key: str, size: int = 10, etag: str = '"e"') -> Record:
+    return Record(key, ObjectMeta(size=size, etag=etag), 0, 1e12)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "bound"),
+    [
+        pytest.param("a/", "a0", id="ascii"),
+        pytest.param("", None, id="everything"),
+        pytest.param("x\U0010ffff", "y", id="last-code-point-carries"),
+        pytest.param("\U0010ffff", None, id="nothing-above"),
+        pytest.param("a\ud7ff", "a\ue000", id="skips-surrogates"),
+    ],
+)
+def test_successor_bounds_every_key_under_a_prefix(prefix: str, bound: str | None) -> None:
+    """The upper bound of a prefix's range is the least string above all its keys."""
+    assert successor(prefix) == bound
+
+
+def test_a_prefix_purge_takes_its_keys_and_no_other(tmp_path: Path) -> None:
+    """Purging a prefix removes exactly the keys that start with it (neighbours in key order
+    stay), and the byte count follows."""
+    index = _index(tmp_path)
+    try:
+        keys = ["a", "a/", "a/1", "a/2/x", "a/\U0010ffff", "a0", "a.b", "b/1", "é/1"]
+        for key in keys:
+            index.put(key, _record(key), 0)
+        removed = index.remove_prefix("a/")
+        assert sorted(r.key for r in removed) == ["a/", "a/1", "a/2/x", "a/\U0010ffff"]
+        assert index.usage() == (5, 50)
+        assert [r.key for r in index.remove_prefix("é/")] == ["é/1"]
+        assert index.get("a0") is not None and index.get("a/1") is None
+    finally:
+        index.close()
+
+
+def test_index_queries_read_only_what_they_return(tmp_path: Path) -> None:
+    """A purge is a range of the primary key and eviction reads the access-time queue from
+    its oldest end: SQLite's plans search indexes, never sort or scan the records."""
+    index = _index(tmp_path)
+    try:
+        purge, oldest = index.plan(UNDER_PREFIX), index.plan(OLDEST)
+        assert purge == ["SEARCH s3proxy_objects USING PRIMARY KEY (key>? AND key<?)"]
+        assert oldest[0] == "SCAN q"  # in primary-key (time) order, stopped by the LIMIT
+        assert any("SEARCH o USING PRIMARY KEY (key=?)" in step for step in oldest)
+        assert not any("TEMP B-TREE" in step for step in oldest)
+    finally:
+        index.close()
+
+
+def test_eviction_takes_the_least_recently_used_first(tmp_path: Path) -> None:
+    """Records leave in order of last use (a touch moves a key to the back), only as many
+    as the bytes asked for, and purged keys left in the queue are passed over."""
+    index = _index(tmp_path)
+    try:
+        for i, key in enumerate(["k0", "k1", "k2", "k3", "k4"]):
+            index.put(key, _record(key), now=i)
+        index.touch(["k0"], now=10)
+        index.remove_prefix("k1")
+        assert [r.key for r in index.take_oldest(need=15, limit=100)] == ["k2", "k3"]
+        assert [r.key for r in index.take_oldest(need=1, limit=100)] == ["k4"]
+        assert [r.key for r in index.take_oldest(need=1, limit=100)] == ["k0"]
+        assert index.take_oldest(need=1, limit=100) == [] and index.usage() == (0, 0)
+    finally:
+        index.close()
+
+
+def test_usage_follows_every_change(tmp_path: Path) -> None:
+    """The byte count kept by the index matches its records through stores, replacements,
+    variants and removals (what the size bound is checked against)."""
+    index = _index(tmp_path)
+    try:
+        index.put("a", _record("a", 100), 0)
+        index.put("b", _record("b", 50), 0)
+        index.add_variant("a", 30)
+        assert index.usage() == (2, 180)
+        index.put("a", _record("a", 10), 1)  # a new version: its variants are gone
+        assert index.usage() == (2, 60)
+        index.remove("b")
+        assert index.usage() == (1, 10)
+        index.recount()
+        assert index.usage() == (1, 10)
+        assert index.clear() == 1 and index.usage() == (0, 0)
+    finally:
+        index.close()
+
+
+def test_an_index_in_the_old_format_is_discarded(tmp_path: Path) -> None:
+    """A cache dir written by an older s3proxy (pickled records in diskcache) opens empty:
+    its records are dropped and its body files removed as leftovers."""
+    import diskcache  # the old format, written as the old code wrote it
+
+    name = object_hash("b", "k")
+    with diskcache.Cache(str(tmp_path / "index"), eviction_policy="none") as old:
+        old[name] = {"key": "k", "meta": {"size": 3}, "stored_at": 0, "expires_at": 1e12}
+        old["total-bytes"] = 3
+    (tmp_path / "objects").mkdir()
+    (tmp_path / "objects" / name).write_bytes(b"abc")
+    cache = Cache(str(tmp_path), "b")
+    cache.open()
+    try:
+        assert cache.remove_leftovers() == 1
+        assert cache.get("k") is None and cache.index.usage() == (0, 0)
+    finally:
+        cache.close()
+
+
+def test_entries_are_immutable(tmp_path: Path) -> None:
+    """An entry never changes under a request that holds it: loading its body into memory
+    or revalidating it installs a new entry instead."""
+    cache = Cache(str(tmp_path), "b")
+    cache.open()
+    try:
+        writer = cache.begin_write("k")
+        writer.write(b"abc")
+        first = cache.commit(writer, "k", _meta(3), 0, 10, cache.generation)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            first.expires_at = 20  # type: ignore[misc]
+        loaded = cache.get("k")
+        assert loaded is first and cache.read_small(first) == b"abc"
+        assert first.body is None and cache.get("k").body == b"abc"  # type: ignore[union-attr]
+        refreshed = cache.refresh(cache.get("k"), 5, 20)  # type: ignore[arg-type]
+        assert cache.get("k") is refreshed and refreshed.body == b"abc"
+        assert (first.expires_at, refreshed.expires_at) == (10, 20)
+    finally:
+        cache.close()

@@ -193,6 +193,6 @@ def test_variants_count_against_the_memory_budget(
     assert 0 < stats["memory_bytes"] <= 20_000
     held = sum(
         len(e.body or b"") + sum(len(v) for v in (e.variants or {}).values())
-        for e in cache._memory.values()
+        for e in cache.memory.bodies.values()
     )
     assert held == stats["memory_bytes"]

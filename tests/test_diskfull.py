@@ -2,7 +2,7 @@
 from S3 uncached, nothing partial is left in the cache, and what is cached is still served.
 
 The failure is injected at the filesystem boundary of the one module that writes the cache's
-files, :mod:`s3proxy.cache.store`: its ``os`` is replaced by :class:`FullDisk`, which passes
+files, :mod:`s3proxy.cache.files`: its ``os`` is replaced by :class:`FullDisk`, which passes
 every call to the real ``os`` except the creation of, and writes to, temporary body files.
 (The tests run as root in CI, so permissions cannot make a directory unwritable, and mounting
 a small filesystem is not allowed there.)
@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from s3proxy import readthrough
-from s3proxy.cache import object_hash, store
+from s3proxy.cache import files, object_hash
 from tests.servers import Fault, ProxyServer, S3Server
 
 StartProxy = Callable[..., ProxyServer]
@@ -31,7 +31,7 @@ SIZE = 2_000_000  # above the memory tier: the body is read back from its file
 
 
 class FullDisk:
-    """Stands in for ``os`` in :mod:`s3proxy.cache.store`. With ``room=None`` no temporary
+    """Stands in for ``os`` in :mod:`s3proxy.cache.files`. With ``room=None`` no temporary
     file can be created (ENOSPC, as when a directory needs a block the disk does not have);
     with ``room=n``, writes to temporary files succeed for ``n`` bytes in all, then one short
     write, then ENOSPC — what a filesystem that fills up does."""
@@ -114,7 +114,7 @@ async def _get_many(url: str, n: int) -> list[httpx.Response]:
 def full_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FullDisk]:
     def fill_up(room: int | None, **kwargs: Any) -> FullDisk:
         disk = FullDisk(room, **kwargs)
-        monkeypatch.setattr(store, "os", disk)
+        monkeypatch.setattr(files, "os", disk)
         return disk
 
     return fill_up
