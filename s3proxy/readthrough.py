@@ -11,7 +11,7 @@ the cache.
 When the cache cannot store a body — no file can be created (a full disk, a quota, a
 read-only mount), or a write fails part way — the response is not cut off: the body streams
 from S3 to the clients as objects over ``--cache-max-object-size`` do, nothing partial is kept,
-and for :data:`STORE_RETRY` seconds new fills do not try the cache at all.
+and the cache decides, by the cause, when to try again (:mod:`s3proxy.cache.faults`).
 """
 
 from __future__ import annotations
@@ -38,8 +38,7 @@ from s3proxy.origin import NOT_MODIFIED, Origin, OriginObject
 UNCLAIMED_TIMEOUT = 30.0
 #: A waiting reader reads at most this much of the fill's file at a time.
 READ_CHUNK = 256 * 1024
-#: Seconds fills pass through uncached after the cache failed to store a body; also the
-#: shortest interval between two ``cache_cannot_store`` warnings.
+#: The shortest interval between two ``cache_cannot_store`` warnings, in seconds.
 STORE_RETRY = 10.0
 
 _logger = log.get_logger("s3proxy.cache")
@@ -191,9 +190,6 @@ class ReadThrough:
         self.stale_if_error = stale_if_error
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._evicting: asyncio.Task[list[str]] | None = None
-        #: Monotonic time until which fills pass through without trying the cache.
-        self._store_retry_at = 0.0
         self._warned_at = -STORE_RETRY
         #: Bodies not stored since the last warning.
         self._unstored = 0
@@ -234,8 +230,6 @@ class ReadThrough:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._evicting is not None:  # a thread cannot be cancelled: let it finish
-            await asyncio.gather(self._evicting, return_exceptions=True)
 
     async def _run(self, fill: Fill) -> None:
         try:
@@ -282,12 +276,6 @@ class ReadThrough:
             return _pass_through(fill, result)
         await self._store(fill, result, generation)
 
-    def _start_eviction(self) -> None:
-        """Evict in a thread, in the background; one batch at a time per process."""
-        if self._evicting is not None and not self._evicting.done():
-            return
-        self._evicting = asyncio.create_task(asyncio.to_thread(self.cache.evict), name="evict")
-
     def _usable_when_failing(self, stale: Entry) -> bool:
         """stale-if-error (RFC 5861): an expired object may stand in for a failing S3 for
         ``stale_if_error`` seconds past its expiry. Remembered 404s never do."""
@@ -303,13 +291,15 @@ class ReadThrough:
         (:meth:`Fill.body`): one extra ranged GET per reader past that point, instead of
         relaying one response to readers of different speeds, which would need unbounded
         memory or would let the slowest reader hold up the others."""
-        writer = self._begin_write(fill.key)
+        writer = self._begin_write(fill.key, obj.meta.size)
         if writer is None:
             return _pass_through(fill, obj)
         fill.meta, fill.tmp_path = obj.meta, writer.tmp_path
         fill.headers.set_result(fill)
         try:
             body = await self._write_body(fill, obj, writer)
+            if self.cache.over_budget(obj.meta.size):  # --cache-max-size holds at each commit
+                await asyncio.to_thread(self.cache.make_room, obj.meta.size)
             now = time.time()
             fill.entry = self.cache.commit(
                 writer, fill.key, obj.meta, now, self.expires_at(obj.meta, now), generation, body
@@ -322,9 +312,6 @@ class ReadThrough:
         except BaseException:
             writer.abort()
             raise
-        else:
-            if self.cache.over_budget():
-                self._start_eviction()
         fill._notify()
 
     async def _write_body(self, fill: Fill, obj: OriginObject, writer: Writer) -> bytes | None:
@@ -345,32 +332,26 @@ class ReadThrough:
             fill._notify()
         return b"".join(parts) if keep else None
 
-    def _begin_write(self, key: str) -> Writer | None:
-        """A writer for ``key``'s body; ``None`` if the cache cannot store it now (it failed
-        to just now, or did within the last :data:`STORE_RETRY` seconds)."""
-        if time.monotonic() < self._store_retry_at:
-            self._unstored += 1
-            return None
+    def _begin_write(self, key: str, size: int) -> Writer | None:
+        """A writer for ``key``'s body of ``size`` bytes; ``None`` if the cache cannot store
+        it now (the cache says why)."""
         try:
-            return self.cache.begin_write(key)
+            return self.cache.begin_write(key, size)
         except CacheError as exc:
             self._cannot_store(exc)
             return None
 
     def _cannot_store(self, exc: CacheError) -> None:
-        """The cache failed to store a body: pass fills through for :data:`STORE_RETRY`
-        seconds (trying on every miss would create and remove a file per request on a full
-        disk), and warn at most once in that time, with the cache's message: what failed and
-        the OS's reason (``strerror``), never a path or credential."""
+        """The cache failed, or refused, to store a body: warn at most once in
+        :data:`STORE_RETRY` seconds, with the cache's message: what failed and the OS's
+        reason (``strerror``), never a path or credential."""
         now = time.monotonic()
-        self._store_retry_at = now + STORE_RETRY
         self._unstored += 1
         if now - self._warned_at >= STORE_RETRY:
             _logger.warning(
                 "cache_cannot_store",
                 error=str(exc),
                 unstored=self._unstored,
-                retry_in_s=STORE_RETRY,
             )
             self._warned_at, self._unstored = now, 0
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import threading
-import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 
 from s3proxy import readthrough
 from s3proxy.cache import files, object_hash
+from s3proxy.cache.faults import DiskFaults
 from tests.servers import Fault, ProxyServer, S3Server
 
 StartProxy = Callable[..., ProxyServer]
@@ -34,13 +36,18 @@ class FullDisk:
     """Stands in for ``os`` in :mod:`s3proxy.cache.files`. With ``room=None`` no temporary
     file can be created (ENOSPC, as when a directory needs a block the disk does not have);
     with ``room=n``, writes to temporary files succeed for ``n`` bytes in all, then one short
-    write, then ENOSPC — what a filesystem that fills up does."""
+    write, then ENOSPC — what a filesystem that fills up does; ``statvfs`` reports the room
+    left. With ``file_limit=n``, no file may grow past ``n`` bytes (EFBIG, as for a file
+    system's largest file or ``RLIMIT_FSIZE``), whatever the room."""
 
-    def __init__(self, room: int | None, *, rename: bool = True) -> None:
+    def __init__(
+        self, room: int | None, *, rename: bool = True, file_limit: int | None = None
+    ) -> None:
         self.room = room
         self.rename = rename
+        self.file_limit = file_limit
         self.created = 0
-        self._fds: set[int] = set()
+        self._fds: dict[int, int] = {}  # fd -> bytes written
         self._lock = threading.Lock()  # large chunks are written from threads
 
     def __getattr__(self, name: str) -> Any:
@@ -50,9 +57,9 @@ class FullDisk:
         if not (str(path).endswith(".tmp") and flags & os.O_CREAT):
             return os.open(path, flags, mode)
         if self.room is None:
-            raise _enospc()
+            raise _error(errno.ENOSPC)
         fd = os.open(path, flags, mode)
-        self._fds.add(fd)
+        self._fds[fd] = 0
         self.created += 1
         return fd
 
@@ -60,24 +67,33 @@ class FullDisk:
         if fd not in self._fds or self.room is None:
             return os.write(fd, data)
         with self._lock:
-            if self.room == 0:
-                raise _enospc()
             n = min(len(data), self.room)
+            if self.file_limit is not None:
+                n = min(n, self.file_limit - self._fds[fd])
+                if n == 0:
+                    raise _error(errno.EFBIG)
+            if n == 0:
+                raise _error(errno.ENOSPC)
             self.room -= n
+            self._fds[fd] += n
         return os.write(fd, data[:n])
 
     def close(self, fd: int) -> None:
-        self._fds.discard(fd)
+        self._fds.pop(fd, None)
         os.close(fd)
 
     def replace(self, src: str, dst: str) -> None:
         if not self.rename and src.endswith(".tmp"):
-            raise _enospc()  # a directory that would have to grow
+            raise _error(errno.ENOSPC)  # a directory that would have to grow
         os.replace(src, dst)
 
+    def statvfs(self, path: Any) -> Any:
+        free = self.room if self.room is not None else 0
+        return types.SimpleNamespace(f_bavail=free, f_frsize=1)
 
-def _enospc() -> OSError:
-    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+def _error(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
 
 
 class Warnings:
@@ -167,13 +183,12 @@ def test_a_disk_that_fills_mid_body_still_serves_every_byte(
     start_proxy: StartProxy,
     full_disk: Callable[..., FullDisk],
     warnings: Warnings,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """When a write fails part way, every client waiting on the fill still gets the whole,
     correct body (what the file held, then the rest asked of S3 with a Range and If-Match),
     the partial file is removed and nothing is recorded; the next request passes through
-    without trying the cache, and once the retry interval is over objects are cached again."""
-    monkeypatch.setattr(readthrough, "STORE_RETRY", 1.0)
+    without trying the cache while the disk has no room, and the first miss after space is
+    freed caches again (no fixed wait)."""
     body = os.urandom(SIZE)
     put("video.bin", body)
     proxy = start_proxy()
@@ -200,7 +215,6 @@ def test_a_disk_that_fills_mid_body_still_serves_every_byte(
     assert len(_gets(s3, bucket, "video.bin")) == gets + 1 and disk.created == 1
 
     disk.room = 10 * SIZE  # space was freed
-    time.sleep(1.1)
     assert httpx.get(f"{proxy.url}/video.bin", timeout=10).content == body
     assert _files(proxy) == [object_hash(bucket, "video.bin")]
     assert httpx.get(f"{proxy.url}/video.bin", timeout=10).content == body
@@ -248,3 +262,135 @@ def test_a_commit_that_fails_keeps_nothing_and_serves_the_body(
     ((event, fields),) = warnings.events
     assert event == "cache_cannot_store"
     assert fields["error"] == "cannot store 'video.bin': No space left on device"
+
+
+def test_a_file_too_large_for_the_file_system_passes_that_object_through(
+    s3: S3Server,
+    bucket: str,
+    put: Callable[..., None],
+    start_proxy: StartProxy,
+    full_disk: Callable[..., FullDisk],
+    warnings: Warnings,
+) -> None:
+    """EFBIG is about one object, not the disk: the object is served whole, later requests
+    for it (and for anything as large) stream from S3 without trying the cache again, and
+    smaller objects are still cached meanwhile."""
+    body, small = os.urandom(SIZE), os.urandom(100_000)
+    put("big.bin", body)
+    put("small.bin", small)
+    proxy = start_proxy()
+    disk = full_disk(10 * SIZE, file_limit=500_000)
+    with httpx.Client(base_url=proxy.url, timeout=10) as http:
+        for _ in range(2):
+            r = http.get("/big.bin")
+            assert r.status_code == 200 and r.content == body
+        assert disk.created == 1  # the second request did not try the cache
+        for _ in range(2):
+            assert http.get("/small.bin").content == small
+    assert len(_gets(s3, bucket, "small.bin")) == 1
+    assert _files(proxy) == [object_hash(bucket, "small.bin")]
+    assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
+    assert warnings.events[0][1]["error"] == "cannot write a cache file: File too large"
+
+
+def test_caching_resumes_on_the_first_miss_after_the_directory_is_back(
+    s3: S3Server,
+    bucket: str,
+    put: Callable[..., None],
+    start_proxy: StartProxy,
+    warnings: Warnings,
+) -> None:
+    """With the cache's directory removed (a cron job, an operator), misses stream from S3;
+    the first miss after it is recreated is cached again, with no fixed wait."""
+    body = os.urandom(SIZE)
+    put("video.bin", body)
+    proxy = start_proxy()
+    objects = Path(proxy.config.cache.cache_dir) / "objects"
+    shutil.rmtree(objects)
+    with httpx.Client(base_url=proxy.url, timeout=10) as http:
+        for _ in range(2):
+            r = http.get("/video.bin")
+            assert r.status_code == 200 and r.content == body
+        assert not objects.exists()  # not tried again while it is gone
+        objects.mkdir()
+        assert http.get("/video.bin").content == body
+        assert _files(proxy) == [object_hash(bucket, "video.bin")]
+        assert http.get("/video.bin").content == body
+    assert len(_gets(s3, bucket, "video.bin")) == 3
+    assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
+
+
+class Directory:
+    """What :class:`DiskFaults` asks of the file system, as plain settings."""
+
+    def __init__(self) -> None:
+        self.free: int | None = 0
+        self.exists = True
+
+    def free_bytes(self) -> int | None:
+        return self.free
+
+    def present(self) -> bool:
+        return self.exists
+
+
+@pytest.mark.parametrize(
+    ("code", "size", "later", "expected"),
+    [
+        pytest.param(
+            errno.EFBIG,
+            5_000,
+            [(0, 4_999, True), (0, 5_000, False)],
+            None,
+            id="efbig-bounds-object-size-only",
+        ),
+        pytest.param(
+            errno.ENOSPC, 0, [(0, 100, False)], {"free": 99}, id="enospc-until-room-for-the-object"
+        ),
+        pytest.param(errno.ENOSPC, 0, [(0, 100, True)], {"free": 100}, id="enospc-over-once-room"),
+        pytest.param(
+            errno.EDQUOT, 0, [(0, 100, True)], {"free": 1 << 30}, id="quota-like-no-space"
+        ),
+        pytest.param(errno.ENOENT, 0, [(0, 1, False)], {"exists": False}, id="gone-until-back"),
+        pytest.param(errno.ENOENT, 0, [(0, 1, True)], {"exists": True}, id="back-at-once"),
+        pytest.param(
+            errno.EIO, 0, [(0.9, 1, False), (1.0, 1, True)], None, id="eio-backs-off-one-second"
+        ),
+    ],
+)
+def test_disk_faults_by_cause(
+    code: int,
+    size: int,
+    later: list[tuple[float, int, bool]],
+    expected: dict[str, Any] | None,
+) -> None:
+    """Each cause decides which objects are tried and when: (seconds later, object size,
+    tried?)."""
+    now = [100.0]
+    directory = Directory()
+    for name, value in (expected or {}).items():
+        setattr(directory, name, value)
+    faults = DiskFaults(directory, clock=lambda: now[0])  # type: ignore[arg-type]
+    faults.failed(_error(code), size)
+    for seconds, object_size, tried in later:
+        now[0] = 100.0 + seconds
+        assert (faults.refusal(object_size) is None) == tried
+
+
+def test_eio_backs_off_longer_each_time_and_a_store_resets_it() -> None:
+    """Repeated I/O errors double the wait (up to a bound); a body stored resets it."""
+    now = [0.0]
+    faults = DiskFaults(Directory(), clock=lambda: now[0])  # type: ignore[arg-type]
+    waits = []
+    for _ in range(8):
+        faults.failed(_error(errno.EIO), 0)
+        start = now[0]
+        while faults.refusal(1) is not None:
+            now[0] += 0.5
+        waits.append(now[0] - start)
+    assert waits == [1, 2, 4, 8, 16, 32, 60, 60]
+    faults.stored()
+    assert faults.refusal(1) is None
+    faults.failed(_error(errno.EIO), 0)
+    now[0] += 1
+    assert faults.refusal(1) is None

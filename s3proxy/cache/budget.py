@@ -3,12 +3,14 @@
 Accounting: the index keeps the bytes of every body and variant it records, in the same
 transaction as each change (:mod:`.index`). Eviction: approximately least recently used —
 workers note the keys they serve and write their access times to the index every
-:data:`TOUCH_INTERVAL` seconds (the hit path itself never touches SQLite); when the total
-passes the bound, one process at a time (an ``flock``) takes the least recently used records
-from the oldest end of the index's ``atime`` index, :data:`BATCH` at a time, and removes their
-files, until the total is back under :data:`LOW_WATER` of the bound, so evictions come in
-batches, not one per fill. ``scripts/eviction_sim`` compares this policy with FIFO on skewed
-traffic; ``scripts/bench-index`` times a batch.
+:data:`TOUCH_INTERVAL` seconds (the hit path itself never touches SQLite). Before a body or a
+variant is committed, if the total with it would pass the bound, one process at a time (an
+``flock``) takes the least recently used records from the oldest end of the index's
+access-time queue, :data:`BATCH` at a time, and removes their files, until the total with the
+new body is under :data:`LOW_WATER` of the bound. So evictions come in batches, not one per
+fill, and the bytes stored pass the bound by no more than the bodies being committed at that
+moment by other workers (files still being written are not counted). ``scripts/eviction_sim``
+compares this policy with FIFO on skewed traffic; ``scripts/bench-index`` times a batch.
 """
 
 from __future__ import annotations
@@ -41,23 +43,23 @@ class DiskBudget:
     def total(self) -> int:
         return self.index.usage()[1]
 
-    def over(self) -> bool:
-        return self.max_size is not None and self.total() > self.max_size
+    def needs_room(self, size: int) -> bool:
+        """Whether storing ``size`` more bytes would pass the bound."""
+        return self.max_size is not None and self.total() + size > self.max_size
 
-    def evict(self) -> list[str]:
-        """Remove least recently used objects until under the low-water mark; returns their
-        keys. Skips (returns ``[]``) while another process is evicting. Blocking."""
+    def evict(self, room: int) -> list[str]:
+        """If the bytes stored plus ``room`` pass the bound, remove least recently used
+        objects until they are under the low-water mark, ``room`` included; returns their
+        keys. One process at a time: others wait, then evict only if still needed.
+        Blocking."""
         if self.max_size is None:
             return []
         with open(self.lock_path, "a+b") as lock:
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return []
-            target = int(self.max_size * LOW_WATER)
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             total = self.total()
-            if total <= self.max_size:
+            if total + room <= self.max_size:
                 return []
+            target = max(0, int(self.max_size * LOW_WATER) - room)
             removed: list[str] = []
             while total > target:
                 batch = self.index.take_oldest(total - target, BATCH)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from s3proxy.cache.entry import Entry
@@ -22,6 +23,14 @@ from s3proxy.exceptions import CacheError
 
 #: Codings whose variants may sit beside a body (see :mod:`s3proxy.encoding`).
 VARIANT_CODINGS = ("br", "gzip")
+
+#: Told of every failed create, write or rename of a body, with the length the file would
+#: have had (see :mod:`.faults`).
+OnError = Callable[[OSError, int], None]
+
+
+def _ignore(exc: OSError, size: int) -> None:
+    pass
 
 
 def object_hash(bucket: str, key: str) -> str:
@@ -44,9 +53,10 @@ class Writer:
     """A body being written to ``objects/<name>.<pid>.<rand>.tmp``. Not visible under its
     final name until :meth:`BodyFiles.install` renames it."""
 
-    def __init__(self, directory: Path, name: str) -> None:
+    def __init__(self, directory: Path, name: str, on_error: OnError = _ignore) -> None:
         self.final_path = str(directory / name)
         self.tmp_path = f"{self.final_path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+        self.on_error = on_error
         self.fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.size = 0
 
@@ -60,6 +70,7 @@ class Writer:
                 written = os.write(self.fd, view)
                 view = view[written:]
         except OSError as exc:
+            self.on_error(exc, self.size + len(chunk))
             raise CacheError(f"cannot write a cache file: {_reason(exc)}") from None
         self.size += len(chunk)
 
@@ -78,8 +89,9 @@ class Writer:
 class BodyFiles:
     """The ``objects/`` directory of one cache."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, on_error: OnError = _ignore) -> None:
         self.directory = directory
+        self.on_error = on_error
 
     def create(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -90,14 +102,32 @@ class BodyFiles:
     def begin(self, name: str) -> Writer:
         """A new temporary file for the body called ``name``. Raises :class:`CacheError`."""
         try:
-            return Writer(self.directory, name)
+            return Writer(self.directory, name, self.on_error)
         except OSError as exc:
+            self.on_error(exc, 0)
             raise CacheError(f"cannot create a cache file: {_reason(exc)}") from None
 
     def install(self, writer: Writer) -> None:
         """Rename a complete body into place (atomic: readers see the old file or the new).
         Raises :class:`OSError`."""
-        os.replace(writer.tmp_path, writer.final_path)
+        try:
+            os.replace(writer.tmp_path, writer.final_path)
+        except OSError as exc:
+            self.on_error(exc, writer.size)
+            raise
+
+    def free_bytes(self) -> int | None:
+        """Bytes an unprivileged writer may still use on the file system; ``None`` if it
+        cannot be asked. One system call, no disk I/O."""
+        try:
+            stat = os.statvfs(self.directory)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+
+    def present(self) -> bool:
+        """Whether the directory exists (a cron job or an operator may remove it)."""
+        return os.path.isdir(self.directory)
 
     def size_of(self, path: str) -> int | None:
         """The size of the file at ``path``; ``None`` if it is not there."""

@@ -5,7 +5,7 @@ Layout of ``--cache-dir``::
 
     objects/     bodies and variants as flat files          (:mod:`.files`)
     index/       the shared index, SQLite                   (:mod:`.index`)
-    generation   8 bytes, bumped by clears and evictions    (:mod:`.generation`)
+    generation   two counters, bumped by clears, purges and evictions (:mod:`.generation`)
     evict.lock   one evicting process at a time             (:mod:`.budget`)
 
 and in each process the memory tier (:mod:`.memory`).
@@ -26,6 +26,7 @@ from pathlib import Path
 from s3proxy.cache import memory
 from s3proxy.cache.budget import DiskBudget
 from s3proxy.cache.entry import Entry
+from s3proxy.cache.faults import DiskFaults
 from s3proxy.cache.files import BodyFiles, Writer, object_hash
 from s3proxy.cache.generation import Generation
 from s3proxy.cache.index import Index, Record, Removed
@@ -49,21 +50,22 @@ class Cache:
         self.root = Path(directory)
         self.bucket = bucket
         self.files = BodyFiles(self.root / "objects")
+        self.faults = DiskFaults(self.files)
+        self.files.on_error = self.faults.failed
         self.index = Index(self.root / "index")
         self.memory = MemoryTier(memory_budget, memory_object_size)
         self.memory_object_size = self.memory.object_size
         self.max_size = max_size
         self.budget = DiskBudget(self.index, self.files, self.root / "evict.lock", max_size)
         self._generation = Generation(self.root / "generation")
-        #: The generation this process's memory tier belongs to.
-        self.generation = 0
+        #: The generation (of every change) this process's memory tier belongs to.
+        self._seen = 0
         #: Keys served since access times were last written (only with a size bound).
         self._touched: set[str] = set()
         # The hit path's containers, bound here to save it two attribute lookups.
         self._entries = self.memory.entries
         self._bodies = self.memory.bodies
         self._negative = self.memory.negative
-        self._read_generation = self._generation.read
         self._shared_generation = self._generation.view
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -77,7 +79,7 @@ class Cache:
         self.index.open()
         self._generation.open()
         self._shared_generation = self._generation.view
-        self.generation = self._read_generation()
+        self._seen = self._generation.read()
 
     def close(self) -> None:
         self.index.close()
@@ -96,12 +98,18 @@ class Cache:
         self.index.recount()
         return self.budget.total()
 
+    @property
+    def generation(self) -> int:
+        """Pass this, read when a fill begins, to :meth:`commit`: if stored versions were
+        thrown away meanwhile (a clear, a purge), the fill's body is not stored."""
+        return self._generation.versions()
+
     # -- lookups (hit path) ------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
         """The entry for ``key`` (fresh or not), or ``None`` if nothing is cached. Event loop
         only; reads the index (SQLite) on the first lookup of ``key`` in this process."""
-        if self._shared_generation[0] != self.generation:
+        if self._shared_generation[0] != self._seen:
             self._forget_all()
         entry = self._entries.get(key)
         if entry is not None:
@@ -139,8 +147,10 @@ class Cache:
         data = self.files.read_variant(path) if path is not None else None
         if data is None:
             data = make(self._body(entry))
-            if path is not None and self.files.keep_variant(path, data):
-                self._count_variant(entry.key, len(data))
+            if path is not None:
+                self.make_room(len(data))
+                if self.files.keep_variant(path, data):
+                    self._count_variant(entry.key, len(data))
         return data
 
     def _count_variant(self, key: str, size: int) -> None:
@@ -167,8 +177,16 @@ class Cache:
 
     # -- writes (miss path) ------------------------------------------------------------------
 
-    def begin_write(self, key: str) -> Writer:
-        """A temporary file for ``key``'s body. Raises :class:`CacheError`."""
+    def begin_write(self, key: str, size: int = 0) -> Writer:
+        """A temporary file for ``key``'s body of ``size`` bytes. Raises :class:`CacheError`
+        if the file cannot be created, or should not be tried now: the object is larger than
+        ``max_size``, or a disk fault is not over (see :mod:`.faults`). Blocking (a create,
+        and while the disk is full a ``statvfs``)."""
+        if self.max_size is not None and size > self.max_size:
+            raise CacheError(f"not stored: {size} bytes is more than the cache's bound")
+        reason = self.faults.refusal(size)
+        if reason is not None:
+            raise CacheError(f"not stored: {reason}")
         return self.files.begin(object_hash(self.bucket, key))
 
     def commit(
@@ -188,7 +206,7 @@ class Cache:
         if writer.size != meta.size:
             writer.abort()
             raise CacheError(f"wrote {writer.size} bytes of {meta.size} for {key!r}")
-        if self._read_generation() != generation:
+        if self._generation.versions() != generation:
             writer.abort()
             return Entry(key, meta, stored_at, expires_at, body=body)
         name = object_hash(self.bucket, key)
@@ -202,6 +220,7 @@ class Cache:
             writer.abort()
             reason = exc.strerror if isinstance(exc, OSError) else exc  # strerror: no paths
             raise CacheError(f"cannot store {key!r}: {reason}") from None
+        self.faults.stored()
         entry = Entry(key, meta, stored_at, expires_at, writer.final_path)
         return self.memory.install(entry, body)
 
@@ -234,12 +253,12 @@ class Cache:
             self.files.remove(removed.name, removed.etag)
 
     def clear(self) -> dict[str, int]:
-        """Drop every entry, in every worker: bump the shared generation (others notice on their
-        next lookup), then delete the index and the files. Blocking."""
-        self._generation.bump()
+        """Drop every entry, in every worker: bump the shared generation (every worker, this
+        one included, notices at its next lookup), then delete the index and the files.
+        Blocking."""
+        self._generation.bump(versions=True)
         entries = self.index.clear()
         files, size = self.files.remove_all()
-        self._forget_all()
         return {"entries": entries, "bytes": size, "files": files}
 
     def purge(self, key: str | None = None, prefix: str | None = None) -> list[str]:
@@ -251,23 +270,29 @@ class Cache:
             one = self.index.remove(key) if key is not None else None
             removed = [one] if one is not None else []
         dropped = set(self.budget.remove_files(removed))
-        dropped.update(k for k in self._negative if k == key or _under(k, prefix))
-        self._generation.bump()
-        self._forget_all()
+        dropped.update(k for k in list(self._negative) if k == key or _under(k, prefix))
+        self._generation.bump(versions=True)
         return sorted(dropped)
 
     # -- the size bound ----------------------------------------------------------------------
 
-    def over_budget(self) -> bool:
-        return self.budget.over()
+    def over_budget(self, size: int = 0) -> bool:
+        """Whether storing ``size`` more bytes would pass ``max_size`` (one index read)."""
+        return self.budget.needs_room(size)
 
-    def evict(self) -> list[str]:
-        """Bring the disk cache back under ``max_size`` (blocking; see :mod:`.budget`)."""
+    def make_room(self, size: int) -> list[str]:
+        """Before storing ``size`` bytes: if they would pass ``max_size``, evict least
+        recently used objects down to the low-water mark (waiting for another process that
+        is evicting, then evicting only if still needed); returns the keys removed. Blocking:
+        run it in a thread."""
+        if not self.budget.needs_room(size):
+            return []
         self.flush_access_times()  # our own recent hits count before choosing victims
-        removed = self.budget.evict()
+        removed = self.budget.evict(size)
         if removed:
-            self._generation.bump()  # other workers must not keep pointing at them
-            self._forget_all()
+            # Every worker, this one included, drops its memory tier at its next lookup:
+            # none may keep pointing at the files removed.
+            self._generation.bump(versions=False)
         return removed
 
     def flush_access_times(self) -> None:
@@ -280,7 +305,7 @@ class Cache:
 
     def _forget_all(self) -> None:
         self.memory.forget_all()
-        self.generation = self._read_generation()
+        self._seen = self._generation.read()
 
     def stats(self) -> dict[str, int]:
         """Counts for this process and for the shared disk cache (blocking: scans the files)."""
