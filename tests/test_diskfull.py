@@ -105,6 +105,13 @@ class Warnings:
     def warning(self, event: str, **fields: Any) -> None:
         self.events.append((event, fields))
 
+    def once(self) -> dict[str, Any]:
+        """The fields of the one warning logged; fails unless it is the only one and says
+        the cache could not store."""
+        ((event, fields),) = self.events
+        assert event == "cache_cannot_store"
+        return fields
+
 
 @pytest.fixture
 def warnings(monkeypatch: pytest.MonkeyPatch) -> Warnings:
@@ -172,8 +179,7 @@ def test_a_cache_that_cannot_create_files_passes_through(
     assert len(_gets(s3, bucket, "hot.bin")) == 1
     assert _files(proxy) == cached and disk.created == 0
     assert proxy.app.resources.cache.get("big.bin") is None
-    assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
-    assert warnings.events[0][1]["error"] == "cannot create a cache file: No space left on device"
+    assert warnings.once()["error"] == "cannot create a cache file: No space left on device"
 
 
 def test_a_disk_that_fills_mid_body_still_serves_every_byte(
@@ -206,8 +212,7 @@ def test_a_disk_that_fills_mid_body_still_serves_every_byte(
         assert offset <= 300_000 and resumed["if-match"] == etag
     assert disk.created == 1 and _files(proxy) == []
     assert proxy.app.resources.cache.get("video.bin") is None
-    assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
-    assert warnings.events[0][1]["error"] == "cannot write a cache file: No space left on device"
+    assert warnings.once()["error"] == "cannot write a cache file: No space left on device"
 
     gets = len(_gets(s3, bucket, "video.bin"))
     r = httpx.get(f"{proxy.url}/video.bin", timeout=10)
@@ -259,9 +264,7 @@ def test_a_commit_that_fails_keeps_nothing_and_serves_the_body(
     assert r.status_code == 200 and r.content == body
     assert len(_gets(s3, bucket, "video.bin")) == 1
     assert _files(proxy) == [] and proxy.app.resources.cache.get("video.bin") is None
-    ((event, fields),) = warnings.events
-    assert event == "cache_cannot_store"
-    assert fields["error"] == "cannot store 'video.bin': No space left on device"
+    assert warnings.once()["error"] == "cannot store 'video.bin': No space left on device"
 
 
 def test_a_file_too_large_for_the_file_system_passes_that_object_through(
@@ -289,8 +292,7 @@ def test_a_file_too_large_for_the_file_system_passes_that_object_through(
             assert http.get("/small.bin").content == small
     assert len(_gets(s3, bucket, "small.bin")) == 1
     assert _files(proxy) == [object_hash(bucket, "small.bin")]
-    assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
-    assert warnings.events[0][1]["error"] == "cannot write a cache file: File too large"
+    assert warnings.once()["error"] == "cannot write a cache file: File too large"
 
 
 def test_caching_resumes_on_the_first_miss_after_the_directory_is_back(
@@ -317,7 +319,7 @@ def test_caching_resumes_on_the_first_miss_after_the_directory_is_back(
         assert _files(proxy) == [object_hash(bucket, "video.bin")]
         assert http.get("/video.bin").content == body
     assert len(_gets(s3, bucket, "video.bin")) == 3
-    assert [event for event, _ in warnings.events] == ["cache_cannot_store"]
+    warnings.once()
 
 
 class Directory:

@@ -12,9 +12,9 @@ and in each process the memory tier (:mod:`.memory`).
 
 Who blocks: :meth:`Cache.get` is the hit path. Its common case is a dict lookup and an 8-byte
 read of the mapped generation (well under a microsecond); the first lookup of a key in a
-process reads the index (SQLite, ~20 µs). :meth:`Cache.keep_variant`, :meth:`Cache.put_missing`
-and :meth:`Cache.install`-like steps touch only memory; everything else blocks on the disk and
-is run in a thread, except where a docstring says otherwise.
+process reads the index (SQLite, ~20 µs). :meth:`Cache.keep_variant` and
+:meth:`Cache.put_missing` touch only memory; everything else blocks on the disk and is run in
+a thread, except where a docstring says otherwise.
 """
 
 from __future__ import annotations
