@@ -136,8 +136,39 @@ class _Command(cloup.Command):
             sys.exit(1)
 
 
+class _Serve(_Command):
+    """The serving command; ``s3proxy check ...`` is handed to :data:`check`."""
+
+    def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if argv[:1] == ["check"]:
+            kwargs.setdefault("prog_name", "s3proxy check")
+            return check.main(argv[1:], *rest, **kwargs)
+        return super().main(argv, *rest, **kwargs)
+
+
 @cloup.command(
     cls=_Command,
+    params=config_options(),
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
+def check(**params: Any) -> None:
+    """Check the settings, S3 (endpoint, credentials, bucket), the cache dir and each sink
+    without serving: one ✓/✗ line each with its reason; exit 0 when all pass, else 1."""
+    from s3proxy.checklist import render, run_checks
+
+    try:
+        config = build_config(params)
+    except ConfigError as exc:
+        click.echo(f"✗ configuration: {exc}")
+        sys.exit(1)
+    items = run_checks(config)
+    click.echo(render(items))
+    sys.exit(0 if all(item.ok for item in items) else 1)
+
+
+@cloup.command(
+    cls=_Serve,
     params=config_options(),
     context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
 )
@@ -148,7 +179,10 @@ class _Command(cloup.Command):
 )
 @click.version_option(__version__, "-V", "--version")
 def main(demo: bool, **params: Any) -> None:
-    """Serve a private S3 bucket as a static website through a local disk cache."""
+    """Serve a private S3 bucket as a static website through a local disk cache.
+
+    `s3proxy check [OPTIONS]` checks the same options without serving (S3, the cache dir,
+    each sink) as a checklist, and exits 0 when every check passes, else 1."""
     from s3proxy import server
 
     try:

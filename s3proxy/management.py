@@ -24,6 +24,7 @@ from s3proxy.config import SiteConfig
 from s3proxy.exceptions import S3ProxyError
 from s3proxy.keys import Rejected, path_to_key
 from s3proxy.resources import Resources
+from s3proxy.startup import index_key, probe
 
 CLEAR_PATH = "/_proxy/_private/_cache/clear"
 _CLEAR_METHODS = ("GET", "DELETE")
@@ -159,15 +160,13 @@ def metrics_exposition(resources: Resources) -> tuple[bytes, str]:
 
 
 async def readiness(resources: Resources) -> list[str]:
-    """What keeps this worker from serving: S3 unreachable, cache not writable."""
+    """What keeps this worker from serving: S3 will not serve the site's index (the startup
+    check's verdict, asked again each time), the cache is not writable."""
     problems = []
-    try:
-        async with asyncio.timeout(READY_TIMEOUT):
-            await resources.origin.check()
-    except TimeoutError:
-        problems.append("s3: no answer within 2 s")
-    except S3ProxyError as exc:
-        problems.append(f"s3: {exc}")
+    key = index_key(resources.config.site)
+    verdict = await probe(resources.origin, key, READY_TIMEOUT)
+    if not verdict.ok:
+        problems.append(f"s3: {verdict.reason}")
     try:
         await asyncio.to_thread(resources.cache.probe)
     except S3ProxyError as exc:

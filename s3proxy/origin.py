@@ -380,20 +380,3 @@ class Origin:
                     return response
         finally:
             _CALL.reset(token)
-
-    async def check(self) -> None:
-        """Raise :class:`OriginError` unless S3 answers for the bucket (readiness probes).
-        A 403 counts as an answer: credentials without s3:ListBucket get it for HeadBucket."""
-        try:
-            with _translate_errors(""):
-                try:
-                    await self._client.head_bucket(Bucket=self.bucket)
-                except ClientError as exc:
-                    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                    if status == 403:
-                        return
-                    if status == 404:
-                        raise OriginError("the bucket does not exist") from None
-                    raise
-        except ObjectNotFound:
-            raise OriginError("the bucket does not exist") from None

@@ -44,7 +44,10 @@ def default_cache_dir() -> str:
 
 
 def default_workers() -> int:
-    return os.cpu_count() or 1
+    """One worker per CPU this process may use (affinity, cgroup quota; see cpus.py)."""
+    from s3proxy.cpus import usable_cpus
+
+    return usable_cpus()
 
 
 # fmt: off
@@ -58,7 +61,9 @@ class ProcessConfig:
         help="Port to listen on.")
     threads: int = setting(
         factory=default_workers, group=SERVER, short="-n", env="THREADS", between=(1, 256),
-        shown="CPU count", help="Worker processes (they share one cache).")
+        shown="usable CPUs",
+        help="Worker processes (they share one cache); default: the CPUs this process may "
+        "use (affinity, cgroup quota).")
     max_header_size: int = setting(
         64 * 1024, group=SERVER, type=SIZE, between=(1024, 16 * 1024 * 1024),
         help="Bytes a request line and its headers may take; longer heads get 431.")
@@ -76,6 +81,10 @@ class ProcessConfig:
         None, group=MANAGEMENT, short="-a", env="AUTH_KEY", secret=True,
         shown="none: API disabled",
         help="Bearer token for /_proxy/_private/...; without it the API is disabled.")
+    strict_startup: bool = setting(
+        False, group=SERVER,
+        help="Exit 1 when the startup check finds S3 will not serve the bucket (default: "
+        "serve, with /_proxy/ready answering 503).")
 
     def __post_init__(self) -> None:
         check(self)

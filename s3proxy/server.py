@@ -11,7 +11,7 @@ from typing import Any
 import uvicorn
 
 from s3proxy import logging as log
-from s3proxy import protocol
+from s3proxy import protocol, startup
 from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, create_app_from_environ
 from s3proxy.config import Config
 from s3proxy.environment import check_environment
@@ -42,8 +42,13 @@ def prepare(config: Config) -> None:
 
 
 def run(config: Config) -> None:
+    """Prepare, check the bucket and print the start line (see :mod:`s3proxy.startup`), then
+    serve until stopped; exit 1 instead with ``--strict-startup`` if S3 will not serve."""
     prepare(config)
     configure_protocol(config)  # here too: a descriptor limit too low fails before serving
+    if not startup.announce(config, config.process.threads).ok and config.process.strict_startup:
+        log.flush()
+        raise SystemExit(1)
     options: dict[str, Any] = {
         "host": config.process.host,
         "port": config.process.port,

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import sys
 from dataclasses import dataclass
 
 from s3proxy import __version__
-from s3proxy.config import Config
+from s3proxy import logging as log
+from s3proxy.config import Config, SiteConfig
 from s3proxy.origin import Origin, ProbeAnswer
+
+_logger = log.get_logger("s3proxy.startup")
 
 
 class Part(enum.IntEnum):
@@ -109,17 +113,16 @@ def classify(answer: ProbeAnswer, *, bucket: str, key: str, endpoint: str) -> Ve
     return Verdict(Part.ENDPOINT, f"unexpected answer from {endpoint}: {said}")
 
 
-def index_key(config: Config) -> str:
+def index_key(site: SiteConfig) -> str:
     """The object ``/`` serves: the check reads it, as the first visitor will."""
-    return config.site.prefix + config.site.index_document
+    return site.prefix + site.index_document
 
 
-async def probe(origin: Origin, config: Config) -> Verdict:
-    """Ask S3 for the index with ``origin`` and classify the answer; waits at most
-    ``--connect-timeout`` plus 5 s."""
-    key = index_key(config)
+async def probe(origin: Origin, key: str, within: float) -> Verdict:
+    """Ask S3 for ``key`` with ``origin`` and classify the answer; waits at most ``within``
+    seconds (no answer by then: the endpoint is unreachable)."""
     try:
-        async with asyncio.timeout(config.origin.connect_timeout + 5):
+        async with asyncio.timeout(within):
             answer = await origin.probe(key)
     except TimeoutError:
         answer = ProbeAnswer(None, "TimeoutError")
@@ -127,9 +130,33 @@ async def probe(origin: Origin, config: Config) -> Verdict:
 
 
 async def check_bucket(config: Config) -> tuple[str, Verdict]:
-    """Open an origin for ``config``, probe it, close it: (the endpoint used, the verdict)."""
+    """Open an origin for ``config``, probe it, close it: (the endpoint used, the verdict).
+    Waits at most ``--connect-timeout`` plus 5 s."""
+    key = index_key(config.site)
     async with Origin(config.origin) as origin:
-        return origin.endpoint_url, await probe(origin, config)
+        return origin.endpoint_url, await probe(origin, key, config.origin.connect_timeout + 5)
+
+
+def announce(config: Config, workers: int) -> Verdict:
+    """Once per start, before serving: check the bucket, print the console line on stdout
+    (whatever the log settings) and, when S3 will not serve the site, say why on stderr and
+    in the log (``bucket_check_failed``)."""
+    endpoint, verdict = asyncio.run(check_bucket(config))
+    print(banner(config, endpoint, workers), flush=True)
+    if verdict.failed is not None:
+        _logger.error(
+            "bucket_check_failed", part=verdict.failed.name.lower(), problem=verdict.reason
+        )
+        if config.process.strict_startup:
+            print(f"s3proxy: error: {verdict.reason}", file=sys.stderr, flush=True)
+        else:
+            print(
+                f"s3proxy: {verdict.reason}; serving anyway: /_proxy/ready answers 503 until "
+                "S3 does (--strict-startup exits instead)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return verdict
 
 
 def banner(config: Config, endpoint: str, workers: int) -> str:

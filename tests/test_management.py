@@ -83,4 +83,6 @@ def test_readiness_reports_s3_and_cache(
     missing_bucket = start_proxy(bucket="no-such-bucket-here")
     answer = httpx.get(f"{missing_bucket.url}/_proxy/ready")
     assert answer.status_code == 503
-    assert answer.json()["problems"] == ["s3: the bucket does not exist"]
+    assert answer.json()["problems"] == [
+        f"s3: no such bucket: no-such-bucket-here does not exist at {s3.endpoint_url}"
+    ]
