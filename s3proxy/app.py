@@ -127,5 +127,5 @@ def configure_logging(part: LogsConfig) -> None:
         level=part.log_level,
         log_dir=part.log_dir,
         console=part.console,
-        json_format=part.log_format == "json",
+        log_format=part.log_format,
     )

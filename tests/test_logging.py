@@ -50,7 +50,7 @@ def clean_logging() -> Iterator[None]:
 
 
 def _touched_loggers() -> list[logging.Logger]:
-    names = ["uvicorn", "uvicorn.error", "uvicorn.access"]
+    names = ["uvicorn", "uvicorn.error", "uvicorn.access", "botocore", "aiobotocore"]
     return [logging.getLogger(), *(logging.getLogger(name) for name in names)]
 
 
@@ -86,7 +86,7 @@ def test_request_line_is_one_json_object_with_ts_level_event_first(
 ) -> None:
     """The request line is compact JSON: ts (UTC, ms), level, event, then the fields."""
     slog.configure(log_dir=str(tmp_path))
-    slog.request("GET", "/a b\n", 200, 3, 1.5, "miss", "::1")
+    slog.request("GET", "/a b\n", 200, 3, 1.5, "miss", "::1", host="h", request_id="r")
     slog.flush()
 
     raw = log_file(tmp_path).read_text()
@@ -103,6 +103,12 @@ def test_request_line_is_one_json_object_with_ts_level_event_first(
         "duration_ms": 1.5,
         "cache": "miss",
         "client_ip": "::1",
+        "host": "h",
+        "query": "",
+        "referrer": "",
+        "user_agent": "",
+        "encoding": "",
+        "request_id": "r",
     }
     assert list(line)[:3] == ["ts", "level", "event"]
 
@@ -127,6 +133,12 @@ def test_request_line_is_what_structlogs_json_renderer_writes(
         "duration_ms": 0.125,
         "cache": "hit",
         "client_ip": '1.2.3.4"',
+        "host": "caf\u00e9.example",
+        "query": 'a=1&b="2"',
+        "referrer": "https://example.com/\\",
+        "user_agent": "curl/8.5.0\t",
+        "encoding": "br",
+        "request_id": "f00d",
     }
     slog.configure(log_dir=str(tmp_path))
     slog.request(*fields.values())  # type: ignore[arg-type]
@@ -140,15 +152,16 @@ def test_request_line_is_what_structlogs_json_renderer_writes(
 def test_request_line_in_console_format_is_structlogs_console_line(
     clock: FakeClock, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """json_format=False renders the request line with the events' key=value renderer."""
-    slog.configure(log_dir=None, console=True, json_format=False)
+    """log_format="console" renders the request line with the events' key=value renderer."""
+    slog.configure(log_dir=None, console=True, log_format="console")
     slog.request("GET", "/index.html", 200, 5, 0.25, "hit", "10.0.0.1")
     slog.get_logger("s3proxy.app").info("started", port=8080)
     slog.flush()
 
     request_line, event_line = capfd.readouterr().out.splitlines()
     assert request_line.startswith("2024-05-01T23:59:59.250Z [info")
-    assert "request" in request_line and "path=/index.html status=200" in request_line
+    assert "request" in request_line and "path=/index.html" in request_line
+    assert "status=200" in request_line and "host=" not in request_line  # "" is left out
     assert "[s3proxy.app]" in event_line and "port=8080" in event_line
 
 
@@ -552,3 +565,106 @@ def test_redact_takes_custom_secret_keys() -> None:
         "token": slog.REDACTED,
         "key": "k",
     }
+
+
+@pytest.mark.parametrize(
+    ("retention", "kept_before", "kept_after_midnight"),
+    [
+        pytest.param(14, ["04-17"], [], id="14-days"),
+        pytest.param(15, ["04-16", "04-17"], ["04-17"], id="15-days"),
+        pytest.param(0, ["04-01", "04-16", "04-17"], ["04-01", "04-16", "04-17"], id="keep-all"),
+    ],
+)
+def test_retention_deletes_daily_files_older_than_the_retention(
+    tmp_path: Path,
+    clock: FakeClock,
+    retention: int,
+    kept_before: list[str],
+    kept_after_midnight: list[str],
+) -> None:
+    """Opening a day's file (at startup, at midnight) deletes our daily files dated more than
+    the retention before it, and nothing else in the directory."""
+    others = ["s3proxy-events-2024-04-01.log", "s3proxy-2024-04-01.log.gz", "notes.txt"]
+    for name in ["s3proxy-2024-04-01.log", "s3proxy-2024-04-16.log", "s3proxy-2024-04-17.log"]:
+        (tmp_path / name).write_text("old\n")
+    for name in others:
+        (tmp_path / name).write_text("not ours\n")
+
+    def dated() -> list[str]:
+        names = sorted(p.name for p in tmp_path.iterdir() if p.name not in others)
+        return [name[len("s3proxy-2024-") : -len(".log")] for name in names]
+
+    slog.configure(log_dir=str(tmp_path), retention_days=retention)
+    assert dated() == [*kept_before, "05-01"]
+    clock.now = AFTER_MIDNIGHT
+    request(1)
+    slog.flush()
+    assert dated() == [*kept_after_midnight, "05-01", "05-02"]
+    assert all((tmp_path / name).exists() for name in others)
+
+
+def test_combined_format_is_nginxs_with_events_in_their_own_file(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """--log-format combined writes request lines as nginx's combined format (its escaping,
+    "-" for absent headers) and events as JSON in s3proxy-events-<date>.log."""
+    slog.configure(log_dir=str(tmp_path), log_format="combined")
+    slog.request(
+        "GET", "/a b", 200, 2950, 0.4, "hit", "203.0.113.7", host="example.com",
+        query="q=1", referrer="https://example.com/", user_agent='curl/8 "x"\\\x01\u00e9',
+        encoding="gzip", request_id="abc", http_version="1.1",
+    )  # fmt: skip
+    slog.request("HEAD", "/", 304, 0, 0.1, "hit", "::1", http_version="2")
+    slog.request("-", "-", 431, 10, 0.0, "-", "10.0.0.1")
+    slog.get_logger().info("started", port=8080)
+    slog.flush()
+
+    assert log_file(tmp_path).read_text().splitlines() == [
+        '203.0.113.7 - - [01/May/2024:23:59:59 +0000] "GET /a b?q=1 HTTP/1.1" 200 2950 '
+        '"https://example.com/" "curl/8 \\x22x\\x22\\x5C\\x01\\xE9"',
+        '::1 - - [01/May/2024:23:59:59 +0000] "HEAD / HTTP/2" 304 0 "-" "-"',
+        '10.0.0.1 - - [01/May/2024:23:59:59 +0000] "-" 431 10 "-" "-"',
+    ]
+    (event,) = read_lines(tmp_path / "s3proxy-events-2024-05-01.log")
+    assert event["event"] == "started" and event["port"] == 8080
+
+
+def test_unknown_log_format_is_rejected() -> None:
+    """configure fails on a format it does not know."""
+    with pytest.raises(ValueError, match="unknown log format"):
+        slog.configure(log_dir=None, log_format="apache")
+
+
+@pytest.mark.parametrize("level", ["info", "debug"])
+def test_botocores_chatter_stays_out_below_warning(
+    tmp_path: Path, clock: FakeClock, level: str
+) -> None:
+    """botocore's and aiobotocore's info and debug records are dropped at any level; their
+    warnings are kept; other libraries follow the level."""
+    slog.configure(level=level, log_dir=str(tmp_path))
+    logging.getLogger("botocore.credentials").info("Found credentials in environment variables.")
+    logging.getLogger("botocore.endpoint").debug("Sending http request")
+    logging.getLogger("aiobotocore.endpoint").info("chatter")
+    logging.getLogger("botocore.hooks").warning("deprecated")
+    logging.getLogger("some.library").info("kept")
+    slog.flush()
+
+    assert [line["event"] for line in read_lines(log_file(tmp_path))] == ["deprecated", "kept"]
+
+
+def test_request_ids_are_unique_and_differ_in_a_forked_child() -> None:
+    """Generated ids do not repeat, in this process or in a forked worker."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, slog.request_id().encode())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    os.close(write)
+    ours = [slog.request_id() for _ in range(1000)]
+    assert len(set(ours)) == 1000 and child not in ours
+    assert all(len(i) == 22 and int(i, 16) >= 0 for i in [*ours, child])

@@ -15,9 +15,15 @@ What is ours is what structlog does not ship:
   ``exc`` ("Type: message") and the order of the first keys.
 
 A line is one JSON object ``{"ts", "level", "event", "logger", **fields}`` (or, with
-``json_format=False``, structlog's key=value console line); JSON lines never contain a newline,
-because ``json`` escapes control characters. Exceptions add ``exc`` and, at debug,
-``traceback``.
+``log_format="console"``, structlog's key=value console line); JSON lines never contain a
+newline, because ``json`` escapes control characters. Exceptions add ``exc`` and, at debug,
+``traceback``. With ``log_format="combined"`` the request lines are nginx's combined format in
+``s3proxy-YYYY-MM-DD.log``, for tools that read it, and events go as JSON to
+``s3proxy-events-YYYY-MM-DD.log`` (nginx's access and error logs).
+
+botocore's and aiobotocore's records below warning are dropped whatever the level: at info
+they are chatter ("Found credentials in environment variables"), at debug they hold signed
+request headers.
 
 Use :func:`request` for the request line and :func:`get_logger` for app events:
 ``log.info("cache_cleared", entries=3)``. Event names are snake_case, values go in fields,
@@ -47,11 +53,12 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from s3proxy.logging import lines
 from s3proxy.logging import sink as _sinks
-from s3proxy.logging.lines import request
+from s3proxy.logging.lines import request, request_id
 from s3proxy.logging.sink import BUFFER_BYTES, DailyFile, Sink
 
 __all__ = [
     "BUFFER_BYTES",
+    "LOG_FORMATS",
     "REDACTED",
     "close",
     "configure",
@@ -60,6 +67,7 @@ __all__ = [
     "get_logger",
     "redact",
     "request",
+    "request_id",
 ]
 
 REDACTED = "[redacted]"
@@ -74,10 +82,14 @@ _LEVELS = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
+LOG_FORMATS = ("json", "console", "combined")
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
+_QUIET_LOGGERS = ("botocore", "aiobotocore")
 _DEFAULT_LOGGER_NAME = "s3proxy"
 
+# Where events go, and where request lines go (the same sink unless the format is combined).
 _sink: Sink | None = None
+_request_sink: Sink | None = None
 _handler: logging.Handler | None = None
 
 
@@ -188,38 +200,52 @@ def _processors(json_format: bool, debug: bool) -> tuple[list[Processor], list[P
     return pre_chain, [_head_first, renderer]
 
 
+def _open_sink(log_dir: str | None, name: str, console: bool, retention_days: int) -> Sink:
+    file = DailyFile(log_dir, name, retention_days) if log_dir is not None else None
+    if file is not None:
+        file.fd(_sinks.clock())  # open now: fail at startup, not at the first flush
+    return Sink(file, console)
+
+
 def configure(
     *,
     level: str = "info",
     log_dir: str | None = "logs/",
     console: bool = False,
-    json_format: bool = True,
+    log_format: str = "json",
+    retention_days: int = 14,
 ) -> None:
-    """Set up the sink, structlog and stdlib logging; calling it again replaces the setup.
+    """Set up the sinks, structlog and stdlib logging; calling it again replaces the setup.
 
     ``level`` is one of debug/info/warning/error/critical, any case. ``log_dir`` is created
     if missing (with or without a trailing slash); None writes no file. ``console`` echoes
-    every line to stdout. ``json_format=False`` renders key=value lines for both sinks.
+    every line to stdout. ``log_format`` is one of :data:`LOG_FORMATS`. Daily files dated
+    more than ``retention_days`` before today are deleted (0 keeps them all).
 
-    Raises ValueError for an unknown level and OSError if the log file cannot be opened,
-    so a bad setup fails at startup rather than losing lines later.
+    Raises ValueError for an unknown level or format and OSError if a log file cannot be
+    opened, so a bad setup fails at startup rather than losing lines later.
     """
-    global _sink, _handler
+    global _sink, _request_sink, _handler
     min_level = _LEVELS.get(level.lower())
     if min_level is None:
         raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(_LEVELS)}")
-    file = DailyFile(log_dir) if log_dir is not None else None
-    if file is not None:
-        file.fd(_sinks.clock())  # open now: fail at startup, not at the first flush
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"unknown log format {log_format!r}; expected one of {LOG_FORMATS}")
+    combined = log_format == "combined"
+    events_name = "s3proxy-events" if combined else "s3proxy"
+    events = _open_sink(log_dir, events_name, console, retention_days)
+    requests = _open_sink(log_dir, "s3proxy", console, retention_days) if combined else events
 
     close()
-    _sink = Sink(file, console)
+    _sink, _request_sink = events, requests
+    json_format = log_format != "console"
     pre_chain, post_chain = _processors(json_format, debug=min_level <= logging.DEBUG)
     renderer = post_chain[-1]
-    has_destination = file is not None or console
+    has_destination = log_dir is not None or console
     lines.install(
-        _sink if min_level <= logging.INFO and has_destination else None,
-        None if json_format else lambda fields: str(renderer(None, "info", fields)),
+        requests if min_level <= logging.INFO and has_destination else None,
+        log_format,
+        lambda fields: str(renderer(None, "info", fields)),
     )
     structlog.configure(
         processors=[*pre_chain, *post_chain],
@@ -245,6 +271,8 @@ def configure(
         uvicorn_logger.handlers.clear()
         uvicorn_logger.setLevel(logging.NOTSET)
         uvicorn_logger.propagate = True
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(min_level, logging.WARNING))
 
     # atexit keeps one entry per registration; unregister first so it stays at one.
     atexit.unregister(flush)
@@ -257,24 +285,31 @@ def get_logger(name: str | None = None) -> FilteringBoundLogger:
     return logger
 
 
+def _open_sinks() -> list[Sink]:
+    return [s for s in {id(s): s for s in (_request_sink, _sink) if s is not None}.values()]
+
+
 def flush() -> None:
     """Write buffered lines now. Blocks on os.write (page cache: tens of µs for 32 KiB)."""
-    sink = _sink
-    if sink is not None:
+    for sink in _open_sinks():
         sink.flush()
 
 
 def close() -> None:
-    """Flush, close the file and undo :func:`configure`; a no-op when not configured."""
-    global _sink, _handler
-    sink, _sink = _sink, None
-    lines.install(None, None)
+    """Flush, close the files and undo :func:`configure`; a no-op when not configured."""
+    global _sink, _request_sink, _handler
+    sinks = _open_sinks()
+    _sink = _request_sink = None
+    lines.install(None, "json")
     if _handler is not None:
         logging.getLogger().removeHandler(_handler)
         _handler = None
-    if sink is not None:
+    for sink in sinks:
         sink.close()
+    if sinks:
         structlog.reset_defaults()
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
     atexit.unregister(flush)
 
 
@@ -309,8 +344,7 @@ def redact(
 
 
 def _forget_buffer_after_fork() -> None:
-    sink = _sink
-    if sink is not None:
+    for sink in _open_sinks():
         sink.forget_after_fork()
 
 

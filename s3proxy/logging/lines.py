@@ -1,14 +1,18 @@
 """The request line: one fixed-shape line per request, written straight to the sink.
 
 This is the hit path's share of logging, so it skips structlog's processor chain: its fields
-are fixed, so the JSON line is one f-string (what structlog's ``JSONRenderer`` would write for
-the same fields, compact, keys in this order), buffered by :class:`~s3proxy.logging.sink.Sink`.
-Other formats render the same fields through the renderer :func:`install` was given.
+are fixed, so the JSON line is one f-string (what structlog's ``JSONRenderer`` writes for the
+same fields, compact, keys in this order), buffered by :class:`~s3proxy.logging.sink.Sink`.
+``combined`` is nginx's format of that name, for tools that read it; ``console`` renders the
+fields through the events' renderer, which :func:`install` is given.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import time
 from collections.abc import Callable
 
 from s3proxy.logging import sink as _sinks
@@ -23,35 +27,62 @@ _timestamps = _sinks.timestamps
 # Where request lines go: None when unconfigured, with no destination, or when the level is
 # above info, so the hot path pays one global lookup to find out it has nothing to do.
 _target: Sink | None = None
-# None: the JSON f-string below; else the renderer of another format.
+_combined = False
+# None: JSON or combined; else the renderer of another format.
 _render: Render | None = None
 
 
-def install(target: Sink | None, render: Render | None) -> None:
-    """Send request lines to ``target`` (None: drop them), rendered by ``render`` (None: JSON)."""
-    global _target, _render
-    _target, _render = target, render
+def install(target: Sink | None, log_format: str, render: Render | None = None) -> None:
+    """Send request lines to ``target`` (None: drop them) in ``log_format``: "json",
+    "combined", or any other name for ``render``'s."""
+    global _target, _combined, _render
+    _target, _combined = target, log_format == "combined"
+    _render = None if log_format in ("json", "combined") else render
 
 
 def request(
-    method: str, path: str, status: int, sent: int, duration_ms: float, cache: str, client_ip: str
+    method: str,
+    path: str,
+    status: int,
+    sent: int,
+    duration_ms: float,
+    cache: str,
+    client_ip: str,
+    host: str = "",
+    query: str = "",
+    referrer: str = "",
+    user_agent: str = "",
+    encoding: str = "",
+    request_id: str = "",
+    http_version: str = "1.1",
 ) -> None:
     """Buffer the request line ``{"ts", "level": "info", "event": "request", "method", "path",
-    "status", "bytes", "duration_ms", "cache", "client_ip"}``.
+    "status", "bytes", "duration_ms", "cache", "client_ip", "host", "query", "referrer",
+    "user_agent", "encoding", "request_id"}``; "" stands for a header that was not sent.
 
     ``method`` is an HTTP token and ``cache`` one of our words, so neither can hold a quote or
-    a backslash; the free text (path, client IP) goes through the JSON escaper. Never raises
-    for any str, int or float.
+    a backslash; the free text goes through the JSON escaper. ``http_version`` is only in the
+    combined format. Never raises for any str, int or float.
     """
     sink = _target
     if sink is None:
         return
-    ts = _timestamps.format(_sinks.clock())
+    now = _sinks.clock()
+    if _combined:
+        sink.write(
+            _combined_line(now, method, path, query, http_version, status, sent, client_ip)
+            + f' "{_clf(referrer or "-")}" "{_clf(user_agent or "-")}"'
+        )
+        return
+    ts = _timestamps.format(now)
     if _render is None:
         sink.write(
             f'{{"ts":"{ts}","level":"info","event":"request",'
             f'"method":"{method}","path":{_escape(path)},"status":{status},"bytes":{sent},'
-            f'"duration_ms":{duration_ms!r},"cache":"{cache}","client_ip":{_escape(client_ip)}}}'
+            f'"duration_ms":{duration_ms!r},"cache":"{cache}","client_ip":{_escape(client_ip)},'
+            f'"host":{_escape(host)},"query":{_escape(query)},"referrer":{_escape(referrer)},'
+            f'"user_agent":{_escape(user_agent)},"encoding":{_escape(encoding)},'
+            f'"request_id":{_escape(request_id)}}}'
         )
         return
     fields: dict[str, object] = {
@@ -65,5 +96,74 @@ def request(
         "duration_ms": duration_ms,
         "cache": cache,
         "client_ip": client_ip,
+        "host": host,
+        "query": query,
+        "referrer": referrer,
+        "user_agent": user_agent,
+        "encoding": encoding,
+        "request_id": request_id,
     }
-    sink.write(_render(fields))
+    sink.write(_render({k: v for k, v in fields.items() if v != ""}))  # for a human to read
+
+
+# nginx's access_log escaping (escape=default): '"', '\' and bytes outside 0x20-0x7e become
+# \xHH. Our strings are latin-1 decodings of the request's bytes, so this covers every byte.
+_CLF_ESCAPES = {c: f"\\x{c:02X}" for c in (*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100))}
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_clf_cache: tuple[int, str] = (-1, "")
+
+
+def _clf(text: str) -> str:
+    return text.translate(_CLF_ESCAPES)
+
+
+def _clf_time(t: float) -> str:
+    """nginx's ``$time_local`` in UTC, ``01/May/2024:23:59:59 +0000``, cached per second
+    (month names are English whatever the locale, as nginx writes them)."""
+    global _clf_cache
+    second = int(t)
+    cached_second, text = _clf_cache
+    if second != cached_second:
+        tm = time.gmtime(second)
+        text = f"{tm.tm_mday:02d}/{_MONTHS[tm.tm_mon - 1]}/{tm.tm_year}:" + time.strftime(
+            "%H:%M:%S +0000", tm
+        )
+        _clf_cache = (second, text)
+    return text
+
+
+def _combined_line(
+    now: float,
+    method: str,
+    path: str,
+    query: str,
+    http_version: str,
+    status: int,
+    sent: int,
+    client_ip: str,
+) -> str:
+    """``$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent``: the
+    common part of nginx's combined format (the referrer and user agent follow)."""
+    target = f"{path}?{query}" if query else path
+    line = f"{method} {target} HTTP/{http_version}" if method != "-" else "-"
+    return f'{_clf(client_ip)} - - [{_clf_time(now)}] "{_clf(line)}" {status} {sent}'
+
+
+# Request ids: a random per-process prefix and a counter, 22 hex digits. Unique across
+# workers and restarts (48 random bits), and 0.2 µs against 2 µs for uuid4().hex.
+_id_prefix = os.urandom(6).hex()
+_id_counter = itertools.count(1)
+
+
+def request_id() -> str:
+    """A new request id for a request no trusted proxy named."""
+    return f"{_id_prefix}{next(_id_counter):010x}"
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = os.urandom(6).hex(), itertools.count(1)
+
+
+# A forked worker must not repeat its parent's ids.
+os.register_at_fork(after_in_child=_new_id_prefix)

@@ -9,7 +9,8 @@ and hands the finished line to :class:`Sink` (through structlog's logger factory
   and at interpreter exit.
 - The file is ``<dir>/s3proxy-YYYY-MM-DD.log`` (UTC date), opened with ``O_APPEND`` and never
   renamed, so any number of worker processes append to it safely; the date is checked at each
-  flush, so a line buffered just before midnight UTC lands in the next day's file.
+  flush, so a line buffered just before midnight UTC lands in the next day's file. When a
+  day's file is opened, files of the same name older than the retention are deleted.
 - Each ``os.write`` holds whole lines only. Appends to a local regular file are not interleaved
   with other processes' appends; on stdout (often a pipe shared by workers) a write is atomic
   only up to ``PIPE_BUF`` bytes, so stdout is written in pieces of at most ``PIPE_BUF`` bytes
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import threading
 import time
@@ -92,19 +94,25 @@ def report(problem: str, exc: BaseException) -> None:
 
 
 class DailyFile:
-    """``<dir>/s3proxy-YYYY-MM-DD.log`` for the UTC date at the last :meth:`fd` call.
+    """``<dir>/<name>-YYYY-MM-DD.log`` for the UTC date at the last :meth:`fd` call.
 
     The file is reopened, never renamed, when the date changes, so other processes appending
     to the same name are never disturbed. ``O_APPEND`` makes every write land at the end.
+    ``retention_days``: when a day's file is opened, ``<name>-<date>.log`` files dated more
+    than that many days before it are deleted (0 keeps them all). Every worker may do so;
+    a file another one removed first is no error.
     """
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, name: str = "s3proxy", retention_days: int = 14) -> None:
         self.directory = directory
+        self.name = name
+        self.retention_days = retention_days
+        self._dated = re.compile(rf"{re.escape(name)}-(\d{{4}}-\d\d-\d\d)\.log")
         self._day = ""
         self._fd = -1
 
     def path(self, day: str) -> str:
-        return os.path.join(self.directory, f"s3proxy-{day}.log")
+        return os.path.join(self.directory, f"{self.name}-{day}.log")
 
     def fd(self, now: float) -> int:
         """The descriptor for the date of ``now``; opens the new day's file when it changed."""
@@ -115,7 +123,29 @@ class DailyFile:
             fd = os.open(self.path(day), flags, FILE_MODE)
             self.close()
             self._fd, self._day = fd, day
+            if self.retention_days:
+                self.remove_expired(now)
         return self._fd
+
+    def remove_expired(self, now: float) -> None:
+        """Delete this name's files dated more than ``retention_days`` before ``now``'s date.
+
+        Lists the directory (once a day); a failure is reported on stderr, never raised."""
+        oldest = time.strftime("%Y-%m-%d", time.gmtime(now - self.retention_days * 86400))
+        try:
+            with os.scandir(self.directory) as entries:
+                expired = [
+                    entry.path
+                    for entry in entries
+                    if (dated := self._dated.fullmatch(entry.name)) and dated[1] < oldest
+                ]
+            for path in expired:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:  # another worker was first
+                    pass
+        except OSError as exc:
+            report("log_retention_failed", exc)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -300,7 +300,7 @@ def main(argv: list[str]) -> None:
         level=logs.log_level,
         log_dir=logs.log_dir,
         console=logs.console,
-        json_format=logs.log_format == "json",
+        log_format=logs.log_format,
     )
     if unplaced:
         _logger.warning("sink_cpus_unavailable", cpus=list(config.sink_cpus), error=unplaced)
