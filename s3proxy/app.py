@@ -128,4 +128,5 @@ def configure_logging(part: LogsConfig) -> None:
         log_dir=part.log_dir,
         console=part.console,
         log_format=part.log_format,
+        retention_days=part.log_retention,
     )

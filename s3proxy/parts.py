@@ -101,8 +101,12 @@ class LogsConfig:
         "logs/", group=LOGS, short="-o", env="LOG_DIR", flag="dir",
         help="Directory for log files, one per UTC day; '' for none.")
     log_format: str = setting(
-        "json", group=LOGS, type=OneOf(("json", "console"), "log format"),
-        help="Log line format: json or console.")
+        "json", group=LOGS, type=OneOf(("json", "console", "combined"), "log format"),
+        help="Log line format: json, console, or nginx's combined for tools that read it "
+        "(events then go as JSON to s3proxy-events-<date>.log).")
+    log_retention: int = setting(
+        14, group=LOGS, between=(0, 36500),
+        help="Days of daily log files to keep: older ones are deleted; 0 keeps them all.")
     console: bool = setting(
         False, group=LOGS, short="-c", help="Also write logs to stdout (--console true).")
 

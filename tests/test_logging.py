@@ -8,17 +8,24 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import select
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
+import httpx
 import pytest
 import structlog
 import uvicorn
 
 from s3proxy import logging as slog
+from s3proxy.app import configure_logging
 from s3proxy.logging import sink
+from tests.servers import ProxyServer
+
+Put = Callable[..., None]
 
 # 2024-05-01T23:59:59.250Z: a quarter second before a UTC midnight.
 BEFORE_MIDNIGHT = calendar.timegm((2024, 5, 1, 23, 59, 59)) + 0.25
@@ -668,3 +675,30 @@ def test_request_ids_are_unique_and_differ_in_a_forked_child() -> None:
     ours = [slog.request_id() for _ in range(1000)]
     assert len(set(ours)) == 1000 and child not in ours
     assert all(len(i) == 22 and int(i, 16) >= 0 for i in [*ours, child])
+
+
+def test_served_requests_go_to_the_combined_log_and_old_files_go(
+    start_proxy: Callable[..., ProxyServer], put: Put, tmp_path: Path
+) -> None:
+    """Through the Config's log part and a real server: --log-format combined writes nginx's
+    line for each request, and --log-retention 3 deletes a five-day-old file, not a two-day-old
+    one."""
+    logs = tmp_path / "served-logs"
+    logs.mkdir()
+    day = 86400
+    for age in (5, 2):
+        dated = time.strftime("%Y-%m-%d", time.gmtime(time.time() - age * day))
+        (logs / f"s3proxy-{dated}.log").write_text("old\n")
+    proxy = start_proxy(log_dir=str(logs), log_format="combined", log_retention=3)
+    configure_logging(proxy.config.logs)
+    put("index.html", b"<p>hi</p>")
+    assert httpx.get(f"{proxy.url}/").status_code == 200
+    slog.flush()
+
+    today = time.strftime("%Y-%m-%d")
+    ages = sorted(p.name for p in logs.iterdir() if p.name != f"s3proxy-events-{today}.log")
+    two_days_ago = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 2 * day))
+    assert ages == [f"s3proxy-{two_days_ago}.log", f"s3proxy-{today}.log"]
+    (line,) = (logs / f"s3proxy-{today}.log").read_text().splitlines()
+    clf_time = r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\]"
+    assert re.fullmatch(rf'127\.0\.0\.1 - - {clf_time} "GET / HTTP/1\.1" 200 9 "-" "[^"]*"', line)

@@ -301,6 +301,7 @@ def main(argv: list[str]) -> None:
         log_dir=logs.log_dir,
         console=logs.console,
         log_format=logs.log_format,
+        retention_days=logs.log_retention,
     )
     if unplaced:
         _logger.warning("sink_cpus_unavailable", cpus=list(config.sink_cpus), error=unplaced)
