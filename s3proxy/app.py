@@ -78,7 +78,13 @@ class App:
         self._resources = resources
         self._site = resources.site
         self._management = management_app(resources)
-        _logger.info("worker_started", pid=os.getpid(), bucket=self.config.origin.bucket)
+        _logger.info(
+            "worker_started",
+            pid=os.getpid(),
+            bucket=self.config.origin.bucket,
+            # what botocore took: the flag's, AWS_ENDPOINT_URL_S3's / AWS_ENDPOINT_URL's, AWS's
+            endpoint=log.redact_url(resources.origin.endpoint_url),
+        )
 
     async def shutdown(self) -> None:
         self._site = self._management = _not_started

@@ -22,8 +22,9 @@ import uvicorn
 
 from s3proxy import logging as slog
 from s3proxy.app import configure_logging
+from s3proxy.config import LogsConfig
 from s3proxy.logging import sink
-from tests.servers import ProxyServer
+from tests.servers import ProxyServer, S3Server
 
 Put = Callable[..., None]
 
@@ -702,3 +703,39 @@ def test_served_requests_go_to_the_combined_log_and_old_files_go(
     (line,) = (logs / f"s3proxy-{today}.log").read_text().splitlines()
     clf_time = r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\]"
     assert re.fullmatch(rf'127\.0\.0\.1 - - {clf_time} "GET / HTTP/1\.1" 200 9 "-" "[^"]*"', line)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        pytest.param("https://s3.eu-west-1.amazonaws.com", None, id="plain"),
+        pytest.param("http://minio:9000/", None, id="port"),
+        pytest.param(
+            "https://ak:sk@r2.example:443/x", "https://[redacted]@r2.example:443/x", id="both"
+        ),
+        pytest.param("https://token@r2.example", "https://[redacted]@r2.example", id="user"),
+    ],
+)
+def test_redact_url_hides_credentials_in_a_url(url: str, expected: str | None) -> None:
+    """A URL's user and password never reach a log line; the host and port stay."""
+    assert slog.redact_url(url) == (expected or url)
+
+
+def test_startup_line_shows_the_endpoint_from_aws_endpoint_url(
+    start_proxy: Callable[..., ProxyServer],
+    s3: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no --endpoint-url, the worker's startup line names the endpoint botocore took from
+    AWS_ENDPOINT_URL_S3, and botocore's own info records stay out of the log."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3.endpoint_url)
+    logs = tmp_path / "startup-logs"
+    configure_logging(LogsConfig(log_dir=str(logs)))
+    start_proxy(endpoint_url=None)
+    slog.flush()
+
+    lines = [line for path in sorted(logs.iterdir()) for line in read_lines(path)]
+    started = [line for line in lines if line["event"] == "worker_started"]
+    assert started and started[-1]["endpoint"] == s3.endpoint_url
+    assert not [line for line in lines if str(line["logger"]).startswith("botocore")]

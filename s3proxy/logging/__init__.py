@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -66,6 +67,7 @@ __all__ = [
     "flush_periodically",
     "get_logger",
     "redact",
+    "redact_url",
     "request",
     "request_id",
 ]
@@ -341,6 +343,15 @@ def redact(
         else:
             out[key] = value
     return out
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to log: a user or password in it becomes :data:`REDACTED`."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{REDACTED}@{host}"))
 
 
 def _forget_buffer_after_fork() -> None:
