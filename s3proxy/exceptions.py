@@ -2,7 +2,8 @@
 
 Foreign exceptions (botocore, aiohttp, OSError from the cache) are translated into these at the
 module that imports the foreign library; the site handler turns them into responses in one
-place, before the response starts::
+place, before the response starts, by :func:`http_status` (after it has started, the
+connection is aborted instead)::
 
     S3ProxyError
     ├── ConfigError            bad settings; the CLI prints one line and exits 2
@@ -12,7 +13,12 @@ place, before the response starts::
     │   ├── OriginTimeout      connect or read timed out                   -> 504
     │   └── OriginBodyError    the body broke off or failed verification; the client's
     │                          connection is aborted, nothing is cached
-    └── CacheError             the local cache could not store or read an entry
+    └── CacheError             the local cache could not store or read an entry -> 503
+        └── BodyGone           a cached body vanished or shrank before the response started
+                               (the endpoint forgets the entry and asks S3 once more)
+
+A key S3 does not have is not an error by the time it reaches the endpoint: the read-through
+answers it as :class:`~s3proxy.outcome.Missing` (404).
 """
 
 
@@ -51,3 +57,30 @@ class OriginBodyError(OriginError):
 
 class CacheError(S3ProxyError):
     """The disk cache could not be written or read (full disk, permissions)."""
+
+
+class BodyGone(CacheError):
+    """A cached body file vanished or shrank before the response started (a cron job, an
+    eviction by another worker). ``key`` is the entry's key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"cached body of {key!r} is gone")
+        self.key = key
+
+
+#: The status and message of a failure before the response started, by exception class; the
+#: first class that matches wins, so subclasses come before their bases.
+STATUSES: tuple[tuple[type[S3ProxyError], int, str], ...] = (
+    (OriginTimeout, 504, "Gateway Timeout"),  # RFC 9110 §15.6.5
+    (OriginError, 502, "Bad Gateway"),  # §15.6.3
+    (CacheError, 503, "Service Unavailable"),  # §15.6.4
+)
+
+
+def http_status(exc: S3ProxyError) -> tuple[int, str]:
+    """The status and short message that answer ``exc`` (500 for one not in :data:`STATUSES`,
+    which would be a bug)."""
+    for cls, status, message in STATUSES:
+        if isinstance(exc, cls):
+            return status, message
+    return 500, "Internal Server Error"

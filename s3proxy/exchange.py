@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3proxy import logging as log
-from s3proxy.conditional import Outcome, evaluate_preconditions
+from s3proxy.conditional import Outcome as Precondition
+from s3proxy.conditional import evaluate_preconditions
 from s3proxy.meta import ObjectMeta
+from s3proxy.outcome import NO_CACHE, Outcome
 from s3proxy.responses import Headers, send_body, send_empty, send_stream, send_text
 
 _WANTED = frozenset(
@@ -83,22 +85,34 @@ class Exchange:
     now: float = 0.0
     status: int = 200
     sent: int = 0
-    cache: str = "-"
+    cache: str = NO_CACHE
     mime: bytes = b""
     compressed: bool = False
     origin_bytes: int = 0
+    #: The response has started: a failure now can only abort the connection.
+    started: bool = False
+
+    def note(self, outcome: Outcome) -> None:
+        """Account for what the read-through did. Several reads make one request (the key,
+        then an SPA index or an error page): a hit keeps the status of an earlier read, any
+        other outcome replaces it."""
+        if outcome.cache != "hit" or self.cache == NO_CACHE:
+            self.cache = outcome.cache
+        self.origin_bytes += outcome.origin_bytes
 
     async def respond_empty(self, status: int, headers: Headers) -> None:
         self.status = status
+        self.started = True
         await send_empty(self.send, status, headers)
 
     async def respond_text(self, status: int, message: str, headers: Headers | None = None) -> None:
         """Our own short plain-text answer (never S3's XML), with the CORS headers."""
-        self.status = status
+        self.status, self.started = status, True
         self.sent = await send_text(self.send, status, message, [*(headers or ()), *self.cors])
 
     async def respond_body(self, status: int, headers: Headers, body: bytes) -> None:
         self.status = status
+        self.started = True
         await send_body(self.send, status, headers, body)
         self.sent = len(body)
 
@@ -107,7 +121,7 @@ class Exchange:
     ) -> None:
         """Stream ``chunks``; if they fail part way the exception propagates and the server
         aborts the connection (see :func:`s3proxy.responses.send_stream`)."""
-        self.status = status
+        self.status, self.started = status, True
         self.sent = await send_stream(self.send, status, headers, chunks)
 
     async def fail(self, status: int, message: str, exc: Exception | None, key: str) -> None:
@@ -133,8 +147,8 @@ class Exchange:
             if_modified_since=text(headers.get(b"if-modified-since")),
             if_unmodified_since=text(headers.get(b"if-unmodified-since")),
         )
-        if outcome is Outcome.NOT_MODIFIED:
+        if outcome is Precondition.NOT_MODIFIED:
             return 304, [h for h in rep if h[0] in _VALIDATOR_HEADERS] + self.cors
-        if outcome is Outcome.PRECONDITION_FAILED:
+        if outcome is Precondition.PRECONDITION_FAILED:
             return 412, [(b"content-length", b"0"), *self.cors]
         return None

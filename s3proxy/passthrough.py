@@ -9,18 +9,21 @@ import time
 
 from s3proxy.cache import Entry
 from s3proxy.conditional import ByteRange, RangeKind, if_range_allows, parse_range
-from s3proxy.exceptions import ObjectChanged, OriginBodyError, OriginError, OriginTimeout
+from s3proxy.exceptions import ObjectChanged, OriginError
 from s3proxy.exchange import Exchange, text
+from s3proxy.fill import Fill
 from s3proxy.meta import ObjectMeta
 from s3proxy.origin import Origin, OriginObject
-from s3proxy.readthrough import Fill
+from s3proxy.readthrough import ReadThrough
 from s3proxy.responses import range_headers, representation_headers
 
 
-async def send_direct(x: Exchange, fill: Fill, origin: Origin, ttl: int) -> None:
+async def send_direct(x: Exchange, fill: Fill, readthrough: ReadThrough) -> None:
     """Answer ``x`` for the object ``fill`` found and will not store (``direct``, or its write
     failed): with the fill's own S3 response if this request is the one that claims it, else
-    with a GET of its own."""
+    with a GET of its own. Raises :class:`OriginError` subclasses (the caller answers them
+    before the response starts; after, the connection is aborted)."""
+    origin, ttl = readthrough.origin, readthrough.ttl
     obj = fill.claim()
     try:
         meta = fill.meta
@@ -52,12 +55,6 @@ async def send_direct(x: Exchange, fill: Fill, origin: Origin, ttl: int) -> None
             status, extra = 206, range_headers(wanted, meta.size)
         x.origin_bytes += obj.meta.size
         return await x.respond_stream(status, rep + extra + x.cors, obj.chunks())
-    except OriginTimeout as exc:
-        return await x.fail(504, "Gateway Timeout", exc, fill.key)
-    except OriginError as exc:
-        if isinstance(exc, OriginBodyError):
-            raise  # the body broke off after the response started: abort the connection
-        return await x.fail(502, "Bad Gateway", exc, fill.key)
     finally:
         if obj is not None:
             obj.close()

@@ -1,12 +1,14 @@
 """The one place that combines the cache and the origin.
 
-:meth:`ReadThrough.lookup` answers from the cache when it can (the hit path: no S3 call, no
-thread hop). Otherwise :meth:`ReadThrough.fetch` starts — or joins — the single fill for the
-key: one S3 GetObject however many requests want the key at once. A fill streams the body into
-a temporary file; every waiting request reads from that file as bytes arrive, so the first
-client does not wait for the whole object. The fill runs as its own task: a client that
-disconnects does not cancel it for the others. Only a complete, verified body is renamed into
-the cache.
+:meth:`ReadThrough.read` answers what happened for a key as an :data:`~s3proxy.outcome.Outcome`
+value (hit, revalidated, stale, missing, filling, pass-through). :meth:`ReadThrough.lookup`
+answers from the cache when it can (the hit path: no S3 call, no thread hop). Otherwise
+:meth:`ReadThrough.fetch` starts — or joins — the single fill for the key
+(:class:`~s3proxy.fill.Fill`): one S3 GetObject however many requests want the key at once.
+A fill streams the body into a temporary file; every waiting request reads from that file as
+bytes arrive, so the first client does not wait for the whole object. The fill runs as its
+own task: a client that disconnects does not cancel it for the others. Only a complete,
+verified body is renamed into the cache.
 
 When the cache cannot store a body — no file can be created (a full disk, a quota, a
 read-only mount), or a write fails part way — the response is not cut off: the body streams
@@ -17,156 +19,21 @@ and the cache decides, by the cause, when to try again (:mod:`s3proxy.cache.faul
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 from s3proxy import logging as log
 from s3proxy.cache import Cache, Entry, Writer
-from s3proxy.exceptions import (
-    CacheError,
-    ObjectNotFound,
-    OriginBodyError,
-    OriginError,
-)
+from s3proxy.exceptions import CacheError, ObjectNotFound, OriginError
+from s3proxy.fill import Fill, pass_through
 from s3proxy.freshness import lifetime
 from s3proxy.meta import ObjectMeta
 from s3proxy.origin import NOT_MODIFIED, Origin, OriginObject
+from s3proxy.outcome import Filling, Hit, Missing, Outcome, Revalidated, Stale
 
-#: Seconds a direct fill's S3 response waits to be claimed before it is closed.
-UNCLAIMED_TIMEOUT = 30.0
-#: A waiting reader reads at most this much of the fill's file at a time.
-READ_CHUNK = 256 * 1024
 #: The shortest interval between two ``cache_cannot_store`` warnings, in seconds.
 STORE_RETRY = 10.0
 
 _logger = log.get_logger("s3proxy.cache")
-
-
-@dataclass(eq=False)
-class Fill:
-    """A GetObject in progress for one key, shared by every request that wants it.
-
-    ``headers`` resolves once S3 has answered: to an :class:`Entry` (a 304 refreshed the stored
-    copy, or the key is missing) or to this fill itself: its body is arriving in ``tmp_path``,
-    or, if ``direct``, is not stored at all.
-    """
-
-    key: str
-    headers: asyncio.Future[Entry | Fill]
-    #: Where bytes the cache does not hold are asked for (see :meth:`body`).
-    origin: Origin | None = None
-    meta: ObjectMeta | None = None
-    tmp_path: str = ""
-    written: int = 0
-    error: BaseException | None = None
-    entry: Entry | None = None
-    #: The S3 response of a direct fill, for one request to claim.
-    passthrough: OriginObject | None = None
-    #: The body is not stored: the object is larger than the cache takes, or the cache could
-    #: not create a file for it. Requests stream it from S3 (:mod:`s3proxy.passthrough`).
-    direct: bool = False
-    #: The cache gave up storing the body part way (a write or the commit failed): the file
-    #: is gone, the first ``written`` bytes stay readable to readers that opened it, and the
-    #: rest comes from S3.
-    write_failed: bool = False
-    #: S3 failed and this expired copy is served instead (stale-if-error).
-    stale: bool = False
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def claim(self) -> OriginObject | None:
-        """The S3 response of a direct fill, to the first caller only."""
-        obj, self.passthrough = self.passthrough, None
-        return obj
-
-    @property
-    def done(self) -> bool:
-        return self.entry is not None or self.error is not None or self.write_failed
-
-    async def stored(self) -> Entry | None:
-        """Wait for the body to be stored and return its entry; ``None`` if it will not be
-        (a direct fill, or the cache gave up part way: the body must come from S3). Raises
-        :class:`OriginBodyError` if S3's body failed."""
-        while self.entry is None and not (self.direct or self.write_failed):
-            if self.error is not None:
-                raise OriginBodyError(str(self.error))
-            await self._changed.wait()
-        return self.entry
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def body(self) -> AsyncIterator[bytes]:
-        """Yield the whole body as it arrives. Bytes the cache file does not hold — the fill
-        is direct, or the cache gave up storing part way — come straight from S3, from this
-        reader's offset on (see :meth:`_rest_from_origin`), so a full disk never cuts a
-        response short. Raises :class:`OriginBodyError` if the body cannot be completed (the
-        caller must abort its client's connection)."""
-        assert self.meta is not None
-        fd = self._open()
-        try:
-            offset, size = 0, self.meta.size
-            while offset < size:
-                if fd is not None and self.written > offset:
-                    # Bytes just written sit in the page cache: a short, cheap pread.
-                    chunk = os.pread(fd, min(self.written - offset, READ_CHUNK), offset)
-                    if not chunk:
-                        raise OriginBodyError("cache file shorter than written")
-                    offset += len(chunk)
-                    yield chunk
-                elif self.direct or self.write_failed:
-                    obj = await self._rest_from_origin(offset)
-                    try:
-                        async for chunk in obj.chunks():
-                            yield chunk
-                    finally:
-                        obj.close()
-                    return
-                elif self.error is not None:
-                    raise OriginBodyError(str(self.error))
-                else:
-                    await self._changed.wait()
-        finally:
-            if fd is not None:
-                os.close(fd)
-
-    def _open(self) -> int | None:
-        """The body's file, open for reading; ``None`` if there is none (a direct fill, or the
-        partial file was removed before this reader opened it)."""
-        if self.entry is not None and self.entry.path is not None:
-            path = self.entry.path  # finished and renamed before this reader started
-        elif self.direct:
-            return None
-        else:
-            path = self.tmp_path
-        try:
-            return os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
-            if self.write_failed:
-                return None
-            raise
-
-    async def _rest_from_origin(self, offset: int) -> OriginObject:
-        """S3's response for the body from ``offset`` on: the fill's own if nobody has claimed
-        it, else a GET of this reader's own, memory-bounded like any stream, with
-        ``If-Match`` so the bytes belong to the version whose headers were sent. Raises
-        :class:`OriginBodyError`: the response has started, only an abort is left."""
-        obj = self.claim() if offset == 0 else None
-        if obj is not None:
-            return obj
-        assert self.meta is not None and self.origin is not None
-        byte_range = f"bytes={offset}-" if offset else None
-        try:
-            result = await self.origin.get(
-                self.key, byte_range=byte_range, if_match=self.meta.etag or None
-            )
-        except OriginError as exc:
-            raise OriginBodyError(f"the rest of the body from S3: {exc}") from None
-        if not isinstance(result, OriginObject):
-            raise OriginBodyError("unexpected 304 from S3")
-        return result
 
 
 class ReadThrough:
@@ -194,13 +61,24 @@ class ReadThrough:
         #: Bodies not stored since the last warning.
         self._unstored = 0
 
-    def lookup(self, key: str, now: float) -> Entry | None:
-        """The fresh cached entry for ``key``, or ``None``. Never blocks on I/O beyond the
-        first index read of a key in this process."""
+    async def read(self, key: str, now: float) -> Outcome:
+        """What serving ``key`` at ``now`` takes: the fresh stored answer, or S3's through the
+        key's single fill. Raises :class:`OriginError` subclasses when S3 fails and no stale
+        copy may stand in, :class:`CacheError` when the cache cannot record an answer."""
+        found = self.lookup(key, now)
+        if found is not None:
+            return found
+        return await self.fetch(key)
+
+    def lookup(self, key: str, now: float) -> Hit | Missing | None:
+        """The fresh stored answer for ``key`` (an object, or a remembered 404), or ``None``.
+        Never blocks on I/O beyond the first index read of a key in this process."""
         entry = self.cache.get(key)
-        if entry is not None and entry.fresh(now):
-            return entry
-        return None
+        if entry is None or not entry.fresh(now):
+            return None
+        if entry.meta is None:
+            return Missing(key, "hit")
+        return Hit(entry)
 
     def expires_at(self, meta: ObjectMeta, now: float) -> float:
         """When a copy of the object described by ``meta``, fetched ``now``, goes stale:
@@ -212,10 +90,12 @@ class ReadThrough:
         """Whether a fill for ``key`` is running (a request joining it fetches nothing)."""
         return key in self._fills
 
-    async def fetch(self, key: str) -> Entry | Fill:
+    async def fetch(self, key: str) -> Outcome:
         """Start or join the fill for ``key`` and wait for S3's headers. Raises
-        :class:`OriginError` subclasses (not found is an :class:`Entry` with ``missing``)."""
+        :class:`OriginError` subclasses (not found is :class:`Missing`). The request that
+        starts a fill that stores a body is charged its size (``origin_bytes``)."""
         fill = self._fills.get(key)
+        leader = fill is None
         if fill is None:
             fill = Fill(key, asyncio.get_running_loop().create_future(), self.origin)
             self._fills[key] = fill
@@ -223,7 +103,10 @@ class ReadThrough:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         # shield: a waiter being cancelled must not cancel the shared future.
-        return await asyncio.shield(fill.headers)
+        outcome = await asyncio.shield(fill.headers)
+        if leader and type(outcome) is Filling and fill.meta is not None:
+            return Filling(fill, fill.meta.size)
+        return outcome
 
     async def close(self) -> None:
         """Cancel fills still running (at shutdown)."""
@@ -255,13 +138,13 @@ class ReadThrough:
             result = await self.origin.get(fill.key, if_none_match=etag, retry=not fallback)
         except ObjectNotFound:
             now = time.time()
-            fill.headers.set_result(self.cache.put_missing(fill.key, now, now + self.ttl))
+            self.cache.put_missing(fill.key, now, now + self.ttl)
+            fill.headers.set_result(Missing(fill.key, "miss"))
             return
-        except OriginError:
+        except OriginError as exc:
             if stale is None or not self._usable_when_failing(stale):
                 raise
-            fill.stale = True
-            fill.headers.set_result(stale)
+            fill.headers.set_result(Stale(stale, exc))
             return
         if result is NOT_MODIFIED:
             assert stale is not None
@@ -269,11 +152,11 @@ class ReadThrough:
             assert stale.meta is not None
             expires_at = self.expires_at(stale.meta, now)
             entry = await asyncio.to_thread(self.cache.refresh, stale, now, expires_at)
-            fill.headers.set_result(entry)
+            fill.headers.set_result(Revalidated(entry))
             return
         assert isinstance(result, OriginObject)
         if self.max_object_size is not None and result.meta.size > self.max_object_size:
-            return _pass_through(fill, result)
+            return pass_through(fill, result)
         await self._store(fill, result, generation)
 
     def _usable_when_failing(self, stale: Entry) -> bool:
@@ -293,9 +176,9 @@ class ReadThrough:
         memory or would let the slowest reader hold up the others."""
         writer = self._begin_write(fill.key, obj.meta.size)
         if writer is None:
-            return _pass_through(fill, obj)
+            return pass_through(fill, obj)
         fill.meta, fill.tmp_path = obj.meta, writer.tmp_path
-        fill.headers.set_result(fill)
+        fill.headers.set_result(Filling(fill))
         try:
             body = await self._write_body(fill, obj, writer)
             if self.cache.over_budget(obj.meta.size):  # --cache-max-size holds at each commit
@@ -354,20 +237,6 @@ class ReadThrough:
                 unstored=self._unstored,
             )
             self._warned_at, self._unstored = now, 0
-
-
-def _pass_through(fill: Fill, obj: OriginObject) -> None:
-    """Make ``fill`` direct: its requests stream the body from S3, the first with ``obj``."""
-    fill.meta, fill.direct, fill.passthrough = obj.meta, True, obj
-    fill.headers.set_result(fill)
-    # If the request that asked went away before claiming it, free the connection.
-    asyncio.get_running_loop().call_later(UNCLAIMED_TIMEOUT, _release, fill)
-
-
-def _release(fill: Fill) -> None:
-    obj = fill.claim()
-    if obj is not None:
-        obj.close()
 
 
 __all__ = ["Fill", "OriginError", "ReadThrough", "Writer"]

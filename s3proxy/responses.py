@@ -117,10 +117,6 @@ async def send_stream(
     return sent
 
 
-class BodyGone(Exception):
-    """A cached body file vanished or shrank before the response started."""
-
-
 def open_checked(path: str, size: int) -> int:
     """Open ``path`` for reading if it holds exactly ``size`` bytes (an open + fstat, ~5 µs on
     the event loop); raises ``OSError`` otherwise. The caller owns the descriptor."""

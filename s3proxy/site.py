@@ -24,8 +24,9 @@ from s3proxy.cache import Entry
 from s3proxy.conditional import ByteRange, RangeKind, if_range_allows, parse_range
 from s3proxy.config import SiteConfig
 from s3proxy.encoding import compress, compressible, negotiate, variant_etag
-from s3proxy.exceptions import CacheError, OriginError, OriginTimeout
+from s3proxy.exceptions import BodyGone, CacheError, S3ProxyError, http_status
 from s3proxy.exchange import Cors, Exchange, pick_headers, text
+from s3proxy.fill import Fill
 from s3proxy.keys import (
     Key,
     Rejected,
@@ -34,12 +35,21 @@ from s3proxy.keys import (
     path_to_key,
     trailing_slash_location,
 )
+from s3proxy.outcome import (
+    Filling,
+    Found,
+    Hit,
+    Missing,
+    Outcome,
+    PassThrough,
+    Revalidated,
+    Stale,
+)
 from s3proxy.passthrough import send_direct
-from s3proxy.readthrough import Fill, ReadThrough
+from s3proxy.readthrough import ReadThrough
 from s3proxy.record import Recorder, RequestRecord, client_ip, parse_networks
 from s3proxy.responses import (
     INLINE_READ_MAX,
-    BodyGone,
     Headers,
     body_chunks,
     content_type,
@@ -148,88 +158,73 @@ class Site:
         ]
 
     async def _serve(self, x: Exchange, key: Key, retried: bool = False) -> None:
+        """Answer ``key``; the one place where our errors become responses (by the table in
+        :mod:`s3proxy.exceptions`), as long as the response has not started."""
         try:
-            found = await self._find(key.key, x)
-            status = 200
-            if found.meta is None:
-                fallback = await self._fallback(key, x)
-                if isinstance(fallback, bytes):
-                    return await self._redirect(x, fallback)
-                found, status = fallback if fallback is not None else (found, 404)
-            elif found.meta.size == 0 and not key.index:
-                # A zero-byte "folder marker" must not hide its folder's index.
-                redirect_to = await self._folder_redirect(key, x)
-                if redirect_to is not None:
-                    return await self._redirect(x, redirect_to)
-        except OriginTimeout as exc:
-            return await x.fail(504, "Gateway Timeout", exc, key.key)
-        except OriginError as exc:
-            return await x.fail(502, "Bad Gateway", exc, key.key)
-        except CacheError as exc:
-            return await x.fail(503, "Service Unavailable", exc, key.key)
-        if found.meta is None:
-            return await x.respond_text(404, "Not Found")
-        if isinstance(found, Fill) and (
-            status != 200 or b"range" in x.headers or self._wants_variant(found, x.headers)
-        ):
-            # A body still arriving: stream all of it, or wait for it to be stored for a range,
-            # a compressed variant or an error page (unless it will not be stored).
-            try:
-                stored = await found.stored()
-            except OriginError as exc:
-                return await x.fail(502, "Bad Gateway", exc, key.key)
-            found = stored if stored is not None else found
+            return await self._answer(x, key)
+        except S3ProxyError as exc:
+            if x.started:
+                raise  # the body broke off: the server aborts the connection
+            if isinstance(exc, BodyGone) and not retried:
+                # The cached body vanished before we started answering: forget it, ask again.
+                self.readthrough.cache.discard(exc.key)
+                return await self._serve(x, key, retried=True)
+            return await x.fail(*http_status(exc), exc, key.key)
+
+    async def _answer(self, x: Exchange, key: Key) -> None:
+        outcome = await self._read(key.key, x)
+        status = 200
+        if isinstance(outcome, Missing):
+            fallback = await self._fallback(key, x)
+            if isinstance(fallback, bytes):
+                return await self._redirect(x, fallback)
+            if fallback is None:
+                return await x.respond_text(404, "Not Found")
+            outcome, status = fallback
+        elif outcome.meta.size == 0 and not key.index:
+            # A zero-byte "folder marker" must not hide its folder's index.
+            redirect_to = await self._folder_redirect(key, x)
+            if redirect_to is not None:
+                return await self._redirect(x, redirect_to)
         if status != 200:
-            return await self._send_error_document(x, found, status)
-        if isinstance(found, Fill) and (found.direct or found.write_failed):
-            # Not stored: S3 streams it, as for objects over --cache-max-object-size.
-            return await send_direct(x, found, self.readthrough.origin, self.ttl)
-        if isinstance(found, Fill) and found.entry is None:
-            return await self._send_fill(x, found)
-        entry = found.entry if isinstance(found, Fill) else found
-        assert entry is not None
-        try:
-            return await self._send_entry(x, entry)
-        except BodyGone:
-            if retried:
-                return await x.fail(503, "Service Unavailable", None, key.key)
-        # The cached body vanished before we started answering: forget it, fetch it again.
-        self.readthrough.cache.discard(entry.key)
-        return await self._serve(x, key, retried=True)
+            return await self._send_error_document(x, outcome, status)
+        return await self._send(x, outcome)
+
+    async def _send(self, x: Exchange, outcome: Found) -> None:
+        """Send the object ``outcome`` found."""
+        if type(outcome) is Hit:  # the hit path first
+            return await self._send_entry(x, outcome.entry)
+        match outcome:
+            case Hit(entry) | Revalidated(entry) | Stale(entry):
+                return await self._send_entry(x, entry)
+            case PassThrough(fill):
+                return await send_direct(x, fill, self.readthrough)
+            case Filling(fill):
+                stored = fill.entry
+                if stored is None and (b"range" in x.headers or self._wants_variant(fill, x)):
+                    # A range or a compressed variant needs the whole body stored.
+                    stored = await fill.stored()
+                    if stored is None:  # it will not be: S3 streams it
+                        return await send_direct(x, fill, self.readthrough)
+                if stored is None:
+                    return await self._send_fill(x, fill)
+                return await self._send_entry(x, stored)
 
     async def _redirect(self, x: Exchange, location: bytes) -> None:
         return await x.respond_empty(
             301, [(b"location", location), (b"content-length", b"0"), *x.cors]
         )
 
-    async def _find(self, key: str, x: Exchange | None) -> Entry | Fill:
-        """The cached entry, or the fill that fetches it (raises the origin's errors). What
-        happened goes to ``x``'s account (``None``: a probe that counts for nothing)."""
-        now = x.now if x is not None else time.time()
-        found = self.readthrough.lookup(key, now)
-        if found is not None:
-            if x is not None and x.cache == "-":
-                x.cache = "hit"
-            return found
-        leader = not self.readthrough.in_flight(key)
-        fetched = await self.readthrough.fetch(key)
+    async def _read(self, key: str, x: Exchange | None) -> Outcome:
+        """What the read-through answers for ``key`` (raises the origin's errors), noted in
+        ``x``'s account (``None``: a probe that counts for nothing)."""
         if x is None:
-            return fetched.entry if isinstance(fetched, Fill) and fetched.entry else fetched
-        x.cache = "miss"
-        if isinstance(fetched, Entry) and fetched.meta is not None:
-            # An entry, not a fill: S3 answered 304 (the copy was refreshed), or S3 failed
-            # and the expired copy stands in (stale-if-error).
-            x.cache = "revalidated" if fetched.stored_at >= now else "stale"
-            return fetched
-        if isinstance(fetched, Fill) and fetched.entry is not None:
-            fetched = fetched.entry
-        elif isinstance(fetched, Fill) and fetched.direct:
-            return fetched  # send_direct counts the bytes it asks of S3
-        if leader and fetched.meta is not None:
-            x.origin_bytes += fetched.meta.size
-        return fetched
+            return await self.readthrough.read(key, time.time())
+        outcome = await self.readthrough.read(key, x.now)
+        x.note(outcome)
+        return outcome
 
-    async def _fallback(self, key: Key, x: Exchange) -> bytes | tuple[Entry | Fill, int] | None:
+    async def _fallback(self, key: Key, x: Exchange) -> bytes | tuple[Found, int] | None:
         """For a missing key, in order: a redirect to the folder (``/docs`` -> ``/docs/``),
         the SPA's index (200), the error document (404); ``None`` for a plain 404."""
         redirect_to = await self._folder_redirect(key, x)
@@ -237,12 +232,12 @@ class Site:
             return redirect_to
         config = self.config
         if config.spa and not has_extension(key.key):
-            index = await self._find(config.prefix + config.index_document, x)
-            if index.meta is not None:
+            index = await self._read(config.prefix + config.index_document, x)
+            if not isinstance(index, Missing):
                 return index, 200
         if config.error_document is not None:
-            page = await self._find(config.prefix + config.error_document, x)
-            if page.meta is not None:
+            page = await self._read(config.prefix + config.error_document, x)
+            if not isinstance(page, Missing):
                 return page, 404
         return None
 
@@ -254,17 +249,15 @@ class Site:
         index_key = folder_index(key.key, self.config.index_document)
         if index_key is None:
             return None
-        index = await self._find(index_key, None)
-        if index.meta is None:
+        if isinstance(await self._read(index_key, None), Missing):
             return None
         return trailing_slash_location(x.scope["raw_path"], x.scope["query_string"])
 
-    async def _send_error_document(self, x: Exchange, page: Entry | Fill, status: int) -> None:
+    async def _send_error_document(self, x: Exchange, page: Found, status: int) -> None:
         """The error page's body with ``status``: no validators, no ranges (it describes the
         error, not the object asked for); a page still arriving or not stored is streamed as
         it comes from S3."""
         meta = page.meta
-        assert meta is not None
         ctype = content_type(page.key, meta).encode("latin-1")
         headers = [
             (b"content-type", ctype),
@@ -275,9 +268,13 @@ class Site:
         x.mime = ctype
         if x.method == "HEAD":
             return await x.respond_empty(status, headers)
-        if isinstance(page, Fill):
-            return await x.respond_stream(status, headers, page.body())
-        source = await self._open_body(page)
+        if isinstance(page, Filling | PassThrough):
+            entry = await page.fill.stored()
+            if entry is None:
+                return await x.respond_stream(status, headers, page.fill.body())
+        else:
+            entry = page.entry
+        source = await self._open_body(entry)
         return await x.respond_stream(status, headers, body_chunks(source, 0, meta.size))
 
     async def _send_fill(self, x: Exchange, fill: Fill) -> None:
@@ -330,9 +327,9 @@ class Site:
             return await x.respond_body(200, full, source)
         return await x.respond_stream(200, full, body_chunks(source, 0, meta.size))
 
-    def _wants_variant(self, fill: Fill, headers: dict[bytes, bytes]) -> bool:
+    def _wants_variant(self, fill: Fill, x: Exchange) -> bool:
         """Whether a body still arriving will be sent compressed (so wait for all of it)."""
-        meta = fill.meta
+        meta, headers = fill.meta, x.headers
         if not self.compress or meta is None or b"accept-encoding" not in headers:
             return False
         if not compressible(content_type(fill.key, meta), meta.size, meta.content_encoding):
