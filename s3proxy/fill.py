@@ -41,6 +41,9 @@ class Fill:
     #: Where bytes the cache does not hold are asked for (see :meth:`body`).
     origin: Origin | None = None
     meta: ObjectMeta | None = None
+    #: When a copy of the body S3 is sending goes stale: counted from S3's answer, so the
+    #: headers sent while it arrives and those of the stored copy agree.
+    expires_at: float = 0.0
     tmp_path: str = ""
     written: int = 0
     error: BaseException | None = None
@@ -146,9 +149,9 @@ class Fill:
         return result
 
 
-def pass_through(fill: Fill, obj: OriginObject) -> None:
+def pass_through(fill: Fill, obj: OriginObject, expires_at: float) -> None:
     """Make ``fill`` direct: its requests stream the body from S3, the first with ``obj``."""
-    fill.meta, fill.direct, fill.passthrough = obj.meta, True, obj
+    fill.meta, fill.expires_at, fill.direct, fill.passthrough = obj.meta, expires_at, True, obj
     fill.headers.set_result(PassThrough(fill))
     # If the request that asked went away before claiming it, free the connection.
     asyncio.get_running_loop().call_later(UNCLAIMED_TIMEOUT, _release, fill)

@@ -36,40 +36,44 @@ if TYPE_CHECKING:
 NO_CACHE = "-"
 
 
-class _StoredCopy:
+class _Found:
+    """An outcome that found an object, through a stored copy or a fill (its ``source``)."""
+
+    __slots__ = ()
+
+    def source(self) -> Entry | Fill:
+        raise NotImplementedError
+
+    @property
+    def key(self) -> str:
+        return self.source().key
+
+    @property
+    def meta(self) -> ObjectMeta:
+        """The object's metadata (a remembered 404 is :class:`Missing`, never found)."""
+        meta = self.source().meta
+        assert meta is not None
+        return meta
+
+
+class _StoredCopy(_Found):
     """An outcome that sends a stored copy, ``entry``."""
 
     __slots__ = ()
     entry: Entry
 
-    @property
-    def key(self) -> str:
-        return self.entry.key
-
-    @property
-    def meta(self) -> ObjectMeta:
-        """The object's metadata (a remembered 404 is :class:`Missing`, never a copy)."""
-        meta = self.entry.meta
-        assert meta is not None
-        return meta
+    def source(self) -> Entry:
+        return self.entry
 
 
-class _FromS3:
+class _FromS3(_Found):
     """An outcome whose body S3 is sending, through ``fill``."""
 
     __slots__ = ()
     fill: Fill
 
-    @property
-    def key(self) -> str:
-        return self.fill.key
-
-    @property
-    def meta(self) -> ObjectMeta:
-        """The object's metadata, as S3's headers gave it."""
-        meta = self.fill.meta
-        assert meta is not None
-        return meta
+    def source(self) -> Fill:
+        return self.fill
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,17 +76,19 @@ class Representation:
     ranges: Ranges = Ranges.ANY
     #: ``headers`` plus Content-Length: the whole 200's headers but Age, made once.
     whole: Headers = field(init=False, repr=False, compare=False)
+    #: The Content-Type value, for the request's account.
+    mime: bytes = field(init=False, repr=False, compare=False)
+    #: Whole-body GET plans by Age: a hot object's hits within a second share one plan (a
+    #: memo of a pure function; see :func:`_whole`).
+    recent: dict[int, Plan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         whole = list(self.headers)
         if self.size is not None:
             whole.append((b"content-length", str(self.size).encode()))
         object.__setattr__(self, "whole", whole)
-
-    @property
-    def mime(self) -> bytes:
-        """The Content-Type value, for the request's account."""
-        return self.headers[0][1]
+        object.__setattr__(self, "mime", self.headers[0][1])
+        object.__setattr__(self, "recent", {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,17 +129,30 @@ def plan(
                 decided = None
         if decided is not None:
             return decided
-    # Age (RFC 9111 §5.1) of a stored copy; none for a body fresh from S3.
-    age: Headers = []
-    if rep.stored_at is not None:
-        age = [(b"age", str(max(0, int(now - rep.stored_at))).encode())]
+    # Age (RFC 9111 §5.1) of a stored copy; none (-1) for a body fresh from S3.
+    age = -1 if rep.stored_at is None else max(0, int(now - rep.stored_at))
     if method == "HEAD":
-        return Plan(200, rep.whole + age, Body.NONE)
+        return Plan(200, rep.whole + _age(age), Body.NONE)
     if b"range" in headers and rep.ranges is not Ranges.NONE:
-        ranged = _range(headers, rep, age)
+        ranged = _range(headers, rep, _age(age))
         if ranged is not None:
             return ranged
-    return Plan(200, rep.whole + age, Body.WHOLE)
+    whole = rep.recent.get(age)
+    return whole if whole is not None else _whole(rep, age)
+
+
+def _whole(rep: Representation, age: int) -> Plan:
+    """The whole 200 of a GET of ``rep`` at ``age`` seconds (-1: no Age header), remembered
+    on ``rep`` per Age (plans are never mutated; the memo holds a few seconds' worth)."""
+    recent = rep.recent
+    if len(recent) >= 4:
+        recent.clear()
+    whole = recent[age] = Plan(200, rep.whole + _age(age), Body.WHOLE)
+    return whole
+
+
+def _age(seconds: int) -> Headers:
+    return [] if seconds < 0 else [(b"age", str(seconds).encode())]
 
 
 def preconditions(method: str, headers: Mapping[bytes, bytes], rep: Representation) -> Plan | None:

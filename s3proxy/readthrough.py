@@ -86,10 +86,6 @@ class ReadThrough:
         Remembered 404s always keep ``--ttl``."""
         return now + lifetime(meta, self.ttl, now, honor=self.honor_cache_control)
 
-    def in_flight(self, key: str) -> bool:
-        """Whether a fill for ``key`` is running (a request joining it fetches nothing)."""
-        return key in self._fills
-
     async def fetch(self, key: str) -> Outcome:
         """Start or join the fill for ``key`` and wait for S3's headers. Raises
         :class:`OriginError` subclasses (not found is :class:`Missing`). The request that
@@ -156,7 +152,7 @@ class ReadThrough:
             return
         assert isinstance(result, OriginObject)
         if self.max_object_size is not None and result.meta.size > self.max_object_size:
-            return pass_through(fill, result)
+            return pass_through(fill, result, self.expires_at(result.meta, time.time()))
         await self._store(fill, result, generation)
 
     def _usable_when_failing(self, stale: Entry) -> bool:
@@ -176,16 +172,16 @@ class ReadThrough:
         memory or would let the slowest reader hold up the others."""
         writer = self._begin_write(fill.key, obj.meta.size)
         if writer is None:
-            return pass_through(fill, obj)
+            return pass_through(fill, obj, self.expires_at(obj.meta, time.time()))
         fill.meta, fill.tmp_path = obj.meta, writer.tmp_path
+        fill.expires_at = self.expires_at(obj.meta, time.time())
         fill.headers.set_result(Filling(fill))
         try:
             body = await self._write_body(fill, obj, writer)
             if self.cache.over_budget(obj.meta.size):  # --cache-max-size holds at each commit
                 await asyncio.to_thread(self.cache.make_room, obj.meta.size)
-            now = time.time()
             fill.entry = self.cache.commit(
-                writer, fill.key, obj.meta, now, self.expires_at(obj.meta, now), generation, body
+                writer, fill.key, obj.meta, time.time(), fill.expires_at, generation, body
             )
         except CacheError as exc:
             writer.abort()

@@ -17,9 +17,11 @@ from s3proxy.cache import Entry
 from s3proxy.conditional import ByteRange, content_range, format_http_date
 from s3proxy.encoding import compressible, variant_etag
 from s3proxy.meta import ObjectMeta
+from s3proxy.plan import Headers, Ranges, Representation
 
-Headers = list[tuple[bytes, bytes]]
 Send = Any  # the ASGI send callable
+#: Set on compressible objects when compression is on (RFC 9110 §12.5.5).
+VARY_ENCODING = (b"vary", b"Accept-Encoding")
 
 #: Chunk size when a body is read from disk in a worker thread.
 DISK_CHUNK = 256 * 1024
@@ -43,27 +45,60 @@ def content_type(key: str, meta: ObjectMeta) -> str:
     return guessed
 
 
-def representation_headers(
+def representation(
     entry: Entry, ttl: int, compress: bool = False, coding: str | None = None
-) -> Headers:
-    """Headers describing the object (everything but length, range and per-request ones),
-    for the identity body or for the ``coding`` variant. With ``compress``, compressible
-    objects carry ``Vary: Accept-Encoding`` in every variant. Memoised on the entry per
-    coding; recomputed when a revalidation moved ``expires_at``."""
-    memo: dict[str | None, tuple[float, Headers]] = entry.rendered
+) -> Representation:
+    """The stored copy ``entry`` as :func:`s3proxy.plan.plan` sees it: the identity body, or
+    the ``coding`` variant (its size known only once it is made). Memoised on the entry per
+    coding (the hit path builds no headers); rebuilt when a revalidation moved
+    ``expires_at``."""
+    memo: dict[str | None, tuple[float, Representation]] = entry.rendered
     cached = memo.get(coding)
     if cached is not None and cached[0] == entry.expires_at:
         return cached[1]
     meta = entry.meta
     assert meta is not None
-    ctype = content_type(entry.key, meta)
+    headers = describe(entry.key, meta, entry.expires_at, ttl, compress, coding)
+    rep = Representation(
+        headers,
+        None if coding else meta.size,
+        variant_etag(meta.etag, coding) if coding else meta.etag,
+        meta.last_modified,
+        entry.stored_at,
+        Ranges.NONE if coding else Ranges.ANY,
+    )
+    memo[coding] = (entry.expires_at, rep)
+    return rep
+
+
+def arriving(
+    key: str, meta: ObjectMeta, expires_at: float, ttl: int, compress: bool, ranges: Ranges
+) -> Representation:
+    """A body S3 is sending (no Age: it is as fresh as can be); ``ranges`` says whether a
+    range of it can be asked of S3 (a pass-through) or not (a body being stored)."""
+    headers = describe(key, meta, expires_at, ttl, compress)
+    return Representation(headers, meta.size, meta.etag, meta.last_modified, None, ranges)
+
+
+def describe(
+    key: str,
+    meta: ObjectMeta,
+    expires_at: float,
+    ttl: int,
+    compress: bool = False,
+    coding: str | None = None,
+) -> Headers:
+    """Headers describing the object (everything but length, range and per-request ones),
+    for the identity body or for the ``coding`` variant; Content-Type first. With
+    ``compress``, compressible objects carry ``Vary: Accept-Encoding`` in every variant."""
+    ctype = content_type(key, meta)
     etag = variant_etag(meta.etag, coding) if coding else meta.etag
     headers = [(b"content-type", ctype.encode("latin-1"))]
     if etag:
         headers.append((b"etag", etag.encode("latin-1")))
     if meta.last_modified is not None:
         headers.append((b"last-modified", format_http_date(meta.last_modified).encode()))
-    expires = meta.expires or format_http_date(entry.expires_at)
+    expires = meta.expires or format_http_date(expires_at)
     headers.append((b"expires", expires.encode("latin-1")))
     cache_control = meta.cache_control or f"max-age={ttl}"
     headers.append((b"cache-control", cache_control.encode("latin-1")))
@@ -75,9 +110,8 @@ def representation_headers(
         if value:
             headers.append((name, value.encode("latin-1")))
     if compress and compressible(ctype, meta.size, meta.content_encoding):
-        headers.append((b"vary", b"Accept-Encoding"))
+        headers.append(VARY_ENCODING)
     headers.append((b"accept-ranges", b"bytes"))
-    memo[coding] = (entry.expires_at, headers)
     return headers
 
 
@@ -149,23 +183,34 @@ async def body_chunks(
             os.close(source)
 
 
-def range_headers(r: ByteRange, size: int) -> Headers:
-    return [
-        (b"content-range", content_range(r, size).encode()),
-        (b"content-length", str(r.length).encode()),
-    ]
-
-
-def multipart_parts(
-    ranges: tuple[ByteRange, ...], size: int, ctype: str, boundary: str
-) -> tuple[list[bytes], int]:
-    """The part headers of a ``multipart/byteranges`` body (RFC 9110 §14.6) and its total
-    length: each range's bytes go after its part header, then the closing delimiter."""
+def multipart(
+    source: bytes | int, ranges: tuple[ByteRange, ...], size: int, ctype: str
+) -> tuple[Headers, AsyncIterator[bytes]]:
+    """A ``multipart/byteranges`` body of ``ranges`` of ``source`` (RFC 9110 §14.6): its
+    Content-Type (with a fresh random boundary) and Content-Length, and its chunks. The
+    chunks close a descriptor ``source`` at the end."""
+    boundary = os.urandom(12).hex()
     heads = [
         f"\r\n--{boundary}\r\ncontent-type: {ctype}\r\n"
         f"content-range: {content_range(r, size)}\r\n\r\n".encode()
         for r in ranges
     ]
     tail = f"\r\n--{boundary}--\r\n".encode()
-    total = sum(len(h) for h in heads) + sum(r.end - r.start + 1 for r in ranges) + len(tail)
-    return [*heads, tail], total
+    total = sum(len(h) for h in heads) + sum(r.length for r in ranges) + len(tail)
+    headers = [
+        (b"content-type", f"multipart/byteranges; boundary={boundary}".encode()),
+        (b"content-length", str(total).encode()),
+    ]
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            for head, r in zip(heads, ranges, strict=True):
+                yield head
+                async for chunk in body_chunks(source, r.start, r.length, close=False):
+                    yield chunk
+            yield tail
+        finally:
+            if type(source) is int:
+                os.close(source)
+
+    return headers, chunks()

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import time
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 from s3proxy import logging as log
 from s3proxy.cache import Entry
-from s3proxy.conditional import ByteRange, RangeKind, if_range_allows, parse_range
 from s3proxy.config import SiteConfig
-from s3proxy.encoding import compress, compressible, negotiate, variant_etag
+from s3proxy.encoding import compress, compressible, negotiate
 from s3proxy.exceptions import BodyGone, CacheError, S3ProxyError, http_status
-from s3proxy.exchange import Cors, Exchange, pick_headers, text
+from s3proxy.exchange import Cors, Exchange, pick_headers
 from s3proxy.fill import Fill
 from s3proxy.keys import (
     Key,
@@ -46,20 +43,20 @@ from s3proxy.outcome import (
     Stale,
 )
 from s3proxy.passthrough import send_direct
+from s3proxy.plan import Body, Headers, Plan, Ranges, Representation, plan
 from s3proxy.readthrough import ReadThrough
 from s3proxy.record import Recorder, RequestRecord, client_ip, parse_networks
 from s3proxy.responses import (
     INLINE_READ_MAX,
-    Headers,
+    VARY_ENCODING,
+    arriving,
     body_chunks,
     content_type,
-    multipart_parts,
+    multipart,
     open_checked,
-    range_headers,
-    representation_headers,
+    representation,
 )
 
-_VARY_ENCODING = (b"vary", b"Accept-Encoding")
 ALLOW = b"GET, HEAD, OPTIONS"
 #: Paths whose key mapping is remembered; the memo is emptied when full (random paths from
 #: a scanner must not grow memory).
@@ -173,6 +170,12 @@ class Site:
 
     async def _answer(self, x: Exchange, key: Key) -> None:
         outcome = await self._read(key.key, x)
+        if type(outcome) is Hit:  # the hit path, unless it is a zero-byte folder marker
+            entry = outcome.entry
+            meta = entry.meta
+            assert meta is not None
+            if meta.size or key.index:
+                return await self._send_entry(x, entry)
         status = 200
         if isinstance(outcome, Missing):
             fallback = await self._fallback(key, x)
@@ -188,12 +191,6 @@ class Site:
                 return await self._redirect(x, redirect_to)
         if status != 200:
             return await self._send_error_document(x, outcome, status)
-        return await self._send(x, outcome)
-
-    async def _send(self, x: Exchange, outcome: Found) -> None:
-        """Send the object ``outcome`` found."""
-        if type(outcome) is Hit:  # the hit path first
-            return await self._send_entry(x, outcome.entry)
         match outcome:
             case Hit(entry) | Revalidated(entry) | Stale(entry):
                 return await self._send_entry(x, entry)
@@ -218,9 +215,11 @@ class Site:
     async def _read(self, key: str, x: Exchange | None) -> Outcome:
         """What the read-through answers for ``key`` (raises the origin's errors), noted in
         ``x``'s account (``None``: a probe that counts for nothing)."""
+        readthrough = self.readthrough
         if x is None:
-            return await self.readthrough.read(key, time.time())
-        outcome = await self.readthrough.read(key, x.now)
+            return await readthrough.read(key, time.time())
+        # lookup() first, without a coroutine of its own: the hit path.
+        outcome = readthrough.lookup(key, x.now) or await readthrough.fetch(key)
         x.note(outcome)
         return outcome
 
@@ -258,74 +257,58 @@ class Site:
         error, not the object asked for); a page still arriving or not stored is streamed as
         it comes from S3."""
         meta = page.meta
-        ctype = content_type(page.key, meta).encode("latin-1")
+        x.mime = content_type(page.key, meta).encode("latin-1")
         headers = [
-            (b"content-type", ctype),
+            (b"content-type", x.mime),
             (b"content-length", str(meta.size).encode()),
             (b"cache-control", b"no-cache"),
-            *x.cors,
         ]
-        x.mime = ctype
         if x.method == "HEAD":
-            return await x.respond_empty(status, headers)
+            return await x.render(Plan(status, headers, Body.NONE))
+        whole = Plan(status, headers, Body.WHOLE)
         if isinstance(page, Filling | PassThrough):
             entry = await page.fill.stored()
             if entry is None:
-                return await x.respond_stream(status, headers, page.fill.body())
+                return await x.render(whole, page.fill.body())
         else:
             entry = page.entry
         source = await self._open_body(entry)
-        return await x.respond_stream(status, headers, body_chunks(source, 0, meta.size))
+        return await x.render(whole, body_chunks(source, 0, meta.size))
 
     async def _send_fill(self, x: Exchange, fill: Fill) -> None:
         """A body still arriving from S3, streamed as it comes (whole, identity)."""
         meta = fill.meta
         assert meta is not None
-        expires_at = self.readthrough.expires_at(meta, x.now)
-        rep = representation_headers(
-            Entry(fill.key, meta, x.now, expires_at), self.ttl, self.compress
-        )
-        x.mime = rep[0][1]
-        decided = x.preconditions(meta, rep)
-        if decided is not None:
-            return await x.respond_empty(*decided)
-        full = [*rep, (b"content-length", str(meta.size).encode()), *x.cors]
-        if x.method == "HEAD":
-            return await x.respond_empty(200, full)
-        return await x.respond_stream(200, full, fill.body())
+        rep = arriving(fill.key, meta, fill.expires_at, self.ttl, self.compress, Ranges.NONE)
+        x.mime = rep.mime
+        p = plan(x.method, x.headers, rep, x.now)
+        return await x.render(p, fill.body() if p.body is Body.WHOLE else None)
 
     async def _send_entry(self, x: Exchange, entry: Entry) -> None:
-        """A cached object: preconditions, then a compressed variant, a range or all of it."""
-        meta = entry.meta
-        assert meta is not None
-        rep = representation_headers(entry, self.ttl, self.compress)
-        x.mime = rep[0][1]
+        """A stored copy: a compressed variant, or the plan's part of the identity body."""
+        rep = representation(entry, self.ttl, self.compress)
+        x.mime = rep.mime
         headers = x.headers
         accept = headers.get(b"accept-encoding")
-        if accept is not None and b"range" not in headers and _VARY_ENCODING in rep:
+        if accept is not None and b"range" not in headers and VARY_ENCODING in rep.headers:
             coding = self._negotiate(accept)
             if coding is not None:
-                return await self._send_variant(x, entry, coding)
-        decided = x.preconditions(meta, rep)
-        if decided is not None:
-            return await x.respond_empty(*decided)
-        age = [(b"age", str(max(0, int(x.now - entry.stored_at))).encode())]
-        range_header = headers.get(b"range")
-        if range_header is not None and x.method == "GET":
-            if if_range_allows(text(headers.get(b"if-range")), meta.etag, meta.last_modified):
-                decision = parse_range(range_header.decode("latin-1"), meta.size)
-                if decision.kind is RangeKind.UNSATISFIABLE:
-                    unsatisfied = [(b"content-range", f"bytes */{meta.size}".encode())]
-                    return await x.respond_text(416, "Range Not Satisfiable", unsatisfied)
-                if decision.kind is RangeKind.SATISFIABLE:
-                    return await self._send_ranges(x, entry, decision.ranges, rep + age)
-        full = rep + [(b"content-length", str(meta.size).encode())] + age + x.cors
-        if x.method == "HEAD":
-            return await x.respond_empty(200, full)
-        source = await self._open_body(entry)
-        if type(source) is bytes:
-            return await x.respond_body(200, full, source)
-        return await x.respond_stream(200, full, body_chunks(source, 0, meta.size))
+                return await self._send_variant(x, entry, coding, rep)
+        p = plan(x.method, headers, rep, x.now)
+        if p.body is Body.NONE or p.body is Body.MESSAGE:
+            return await x.render(p)
+        source = entry.body if entry.body is not None else await self._open_body(entry)
+        meta = entry.meta
+        assert meta is not None
+        if p.body is Body.WHOLE:
+            if type(source) is bytes:
+                return await x.render(p, source)
+            return await x.render(p, body_chunks(source, 0, meta.size))
+        if len(p.ranges) == 1:
+            (r,) = p.ranges
+            return await x.render(p, body_chunks(source, r.start, r.length))
+        extra, chunks = multipart(source, p.ranges, meta.size, content_type(entry.key, meta))
+        return await x.render(p, chunks, extra)
 
     def _wants_variant(self, fill: Fill, x: Exchange) -> bool:
         """Whether a body still arriving will be sent compressed (so wait for all of it)."""
@@ -344,20 +327,16 @@ class Site:
                 self._codings[accept_encoding] = coding
         return coding
 
-    async def _send_variant(self, x: Exchange, entry: Entry, coding: str) -> None:
-        """The compressed variant: its own ETag for preconditions, made once and cached."""
-        meta = entry.meta
-        assert meta is not None
-        rep = representation_headers(entry, self.ttl, True, coding)
-        decided = x.preconditions(meta, rep, variant_etag(meta.etag, coding))
-        if decided is None and b"if-none-match" in x.headers:
-            # The client holds another coding of the same version (its first answer may have
-            # been the identity body): still valid, so 304 with that representation's headers.
-            alternative = x.preconditions(meta, representation_headers(entry, self.ttl, True))
-            if alternative is not None and alternative[0] == 304:
-                decided = alternative
-        if decided is not None:
-            return await x.respond_empty(*decided)
+    async def _send_variant(
+        self, x: Exchange, entry: Entry, coding: str, identity: Representation
+    ) -> None:
+        """The compressed variant: its own ETag for preconditions, made once and cached. The
+        client may hold the identity body of the same version (its first answer may have
+        been that): still valid, so a 304 (``also_valid``)."""
+        rep = representation(entry, self.ttl, True, coding)
+        p = plan(x.method, x.headers, rep, x.now, also_valid=identity)
+        if p.status != 200:
+            return await x.render(p)
         variants = entry.variants
         body = variants.get(coding) if variants is not None else None
         if body is None:
@@ -368,12 +347,8 @@ class Site:
             except (OSError, CacheError):
                 raise BodyGone(entry.key) from None
             cache.keep_variant(entry, coding, body)
-        age = [(b"age", str(max(0, int(x.now - entry.stored_at))).encode())]
-        full = rep + [(b"content-length", str(len(body)).encode())] + age + x.cors
         x.compressed = True
-        if x.method == "HEAD":
-            return await x.respond_empty(200, full)
-        return await x.respond_body(200, full, body)
+        return await x.render(p, body, [(b"content-length", str(len(body)).encode())])
 
     async def _open_body(self, entry: Entry) -> bytes | int:
         """The entry's bytes (memory tier) or an open file descriptor of its body, obtained
@@ -394,36 +369,3 @@ class Site:
             return open_checked(entry.path, meta.size)
         except (OSError, CacheError):
             raise BodyGone(entry.key) from None
-
-    async def _send_ranges(
-        self, x: Exchange, entry: Entry, ranges: tuple[ByteRange, ...], rep: Headers
-    ) -> None:
-        """206: one range, or several as ``multipart/byteranges`` (RFC 9110 §14.6)."""
-        meta = entry.meta
-        assert meta is not None
-        source = await self._open_body(entry)
-        if len(ranges) == 1:
-            (r,) = ranges
-            headers = rep + range_headers(r, meta.size) + x.cors
-            return await x.respond_stream(206, headers, body_chunks(source, r.start, r.length))
-        boundary = os.urandom(12).hex()
-        ctype = content_type(entry.key, meta)
-        parts, total = multipart_parts(ranges, meta.size, ctype, boundary)
-        headers = [h for h in rep if h[0] != b"content-type"] + [
-            (b"content-type", f"multipart/byteranges; boundary={boundary}".encode()),
-            (b"content-length", str(total).encode()),
-            *x.cors,
-        ]
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                for head, r in zip(parts, ranges, strict=False):
-                    yield head
-                    async for chunk in body_chunks(source, r.start, r.length, close=False):
-                        yield chunk
-                yield parts[-1]
-            finally:
-                if type(source) is int:
-                    os.close(source)
-
-        return await x.respond_stream(206, headers, body())
