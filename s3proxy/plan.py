@@ -8,7 +8,8 @@ only renders it (:mod:`s3proxy.site`, :mod:`s3proxy.passthrough`). The order is 
 1. preconditions (§13.2.2): 412 or 304, see :func:`s3proxy.conditional.evaluate_preconditions`;
 2. HEAD: the 200's headers without a body (Range is defined for GET only, §14.2);
 3. Range under If-Range (§13.1.5, §14.2): 206 with one or several ranges, 416 with
-   ``Content-Range: bytes */size`` (§15.5.17), or the whole 200 when it is ignored;
+   ``Content-Range: bytes */size`` (§15.5.17), or the whole 200 when it is ignored (as on a
+   zero-length representation, §14.1.1);
 4. the whole body, 200.
 
 The models are aiohttp's ``web_fileresponse.py`` (preconditions in RFC order, then send) and
@@ -133,7 +134,9 @@ def plan(
     age = -1 if rep.stored_at is None else max(0, int(now - rep.stored_at))
     if method == "HEAD":
         return Plan(200, rep.whole + _age(age), Body.NONE)
-    if b"range" in headers and rep.ranges is not Ranges.NONE:
+    # A zero-length representation has no byte to name: Range is ignored, the 200 is empty
+    # (RFC 9110 §14.1.1), never a 416.
+    if b"range" in headers and rep.ranges is not Ranges.NONE and rep.size != 0:
         ranged = _range(headers, rep, _age(age))
         if ranged is not None:
             return ranged

@@ -214,6 +214,33 @@ def test_plan(
     assert plan(method, encoded(headers), representation, NOW) == expected
 
 
+EMPTY = rep(size=0)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "representation"),
+    [
+        pytest.param("GET", {b"range": "bytes=0-0"}, EMPTY, id="first-byte"),
+        pytest.param("GET", {b"range": "bytes=-1"}, EMPTY, id="suffix"),
+        pytest.param("GET", {b"range": "bytes=0-"}, EMPTY, id="open-ended"),
+        pytest.param(
+            "GET",
+            {b"range": "bytes=0-0"},
+            rep(size=0, stored=False, ranges=Ranges.ONE),
+            id="pass-through",
+        ),
+    ],
+)
+def test_range_on_an_empty_object_is_the_empty_200(
+    method: str, headers: dict[bytes, str | bytes], representation: Representation
+) -> None:
+    """A Range on a zero-length object answers 200 with the empty body: no byte range of it
+    can be expressed (RFC 9110 §14.1.1), so it is not a 416."""
+    planned = plan(method, encoded(headers), representation, NOW)
+    assert planned.status == 200 and planned.body is Body.WHOLE
+    assert (b"content-length", b"0") in planned.headers
+
+
 def test_age_never_negative() -> None:
     """A copy stored after ``now`` (clock skew between workers) has Age 0, not a negative."""
     planned = plan("GET", {}, STORED, STORED_AT - 5)
