@@ -16,7 +16,7 @@ from typing import Any
 from s3proxy import logging as log
 from s3proxy.cache import Cache
 from s3proxy.cache.budget import TOUCH_INTERVAL
-from s3proxy.config import Config, LogsConfig
+from s3proxy.config import Config
 from s3proxy.management import management_app
 from s3proxy.resources import Resources
 
@@ -128,11 +128,5 @@ def create_app_from_environ() -> App:
     return App(config)
 
 
-def configure_logging(part: LogsConfig) -> None:
-    log.configure(
-        level=part.log_level,
-        log_dir=part.log_dir,
-        console=part.console,
-        log_format=part.log_format,
-        retention_days=part.log_retention,
-    )
+#: Logging as a process's LogsConfig part says (the sink process does the same).
+configure_logging = log.configure_from

@@ -47,7 +47,7 @@ import os
 import sys
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
@@ -56,6 +56,9 @@ from s3proxy.logging import lines
 from s3proxy.logging import sink as _sinks
 from s3proxy.logging.lines import request, request_id
 from s3proxy.logging.sink import BUFFER_BYTES, DailyFile, Sink
+
+if TYPE_CHECKING:
+    from s3proxy.parts import LogsConfig
 
 __all__ = [
     "BUFFER_BYTES",
@@ -207,6 +210,17 @@ def _open_sink(log_dir: str | None, name: str, console: bool, retention_days: in
     if file is not None:
         file.fd(_sinks.clock())  # open now: fail at startup, not at the first flush
     return Sink(file, console)
+
+
+def configure_from(part: LogsConfig) -> None:
+    """:func:`configure` as a process's logging settings say."""
+    configure(
+        level=part.log_level,
+        log_dir=part.log_dir,
+        console=part.console,
+        log_format=part.log_format,
+        retention_days=part.log_retention,
+    )
 
 
 def configure(

@@ -296,13 +296,7 @@ def main(argv: list[str]) -> None:
     config = SinksConfig(**settings["sinks"])
     logs = LogsConfig(**settings["logs"])
     unplaced = place(config)
-    log.configure(
-        level=logs.log_level,
-        log_dir=logs.log_dir,
-        console=logs.console,
-        log_format=logs.log_format,
-        retention_days=logs.log_retention,
-    )
+    log.configure_from(logs)
     if unplaced:
         _logger.warning("sink_cpus_unavailable", cpus=list(config.sink_cpus), error=unplaced)
     sock = socket.socket(fileno=int(argv[1]))
