@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from s3proxy import logging as log
-from s3proxy.exceptions import OriginError, OriginTimeout
+from s3proxy.exceptions import ObjectChanged, ObjectNotFound, OriginError, OriginTimeout
 from s3proxy.failures import again
 
 _logger = log.get_logger("s3proxy.origin")
@@ -99,6 +99,10 @@ class Breaker:
 def is_failure(exc: OriginError) -> bool:
     """Whether ``exc`` says S3 is unwell (timeout, no connection, 5xx), as opposed to an
     answer about the object (404, 403, 412, 304, 416...)."""
+    if isinstance(exc, ObjectNotFound | ObjectChanged):
+        # Answers about the object, raised without a status: never S3's ill health (five 404s
+        # in a row once opened the breaker, and every key then answered 404).
+        return False
     return isinstance(exc, OriginTimeout) or exc.status is None or exc.status >= 500
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from s3proxy.breaker import Breaker, Permit, State
+from s3proxy.breaker import Breaker, Permit, State, is_failure
+from s3proxy.exceptions import ObjectChanged, ObjectNotFound, OriginError, OriginTimeout
 
 T0 = 1000.0
 
@@ -96,3 +97,19 @@ def test_a_failed_probe_waits_a_full_cooldown_again() -> None:
     breaker.failed(T0 + 7, probe=True)
     assert breaker.permit(T0 + 11.9) is Permit.REFUSE
     assert breaker.permit(T0 + 12) is Permit.PROBE
+
+
+@pytest.mark.parametrize(
+    ("exc", "failure"),
+    [
+        pytest.param(ObjectNotFound("k"), False, id="404-has-no-status"),
+        pytest.param(ObjectChanged("k"), False, id="412-if-match"),
+        pytest.param(OriginError("S3 answered 403", 403), False, id="4xx"),
+        pytest.param(OriginError("S3 answered 503", 503), True, id="5xx"),
+        pytest.param(OriginError("no connection"), True, id="no-answer"),
+        pytest.param(OriginTimeout("slow"), True, id="timeout"),
+    ],
+)
+def test_only_ill_health_counts_as_a_failure(exc: OriginError, failure: bool) -> None:
+    """Answers about an object (404, 412, other 4xx) never count toward opening the breaker."""
+    assert is_failure(exc) is failure

@@ -101,6 +101,20 @@ def quick_breaker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(origin, "BREAKER_COOLDOWN", 0.3)
 
 
+def test_missing_keys_never_open_the_breaker(
+    s3: S3Server, bucket: str, put: Put, start_proxy: StartProxy, quick_breaker: None
+) -> None:
+    """404s are answers, not failures: a run of missing keys (a scanner) leaves existing pages
+    served (it once opened the breaker, and every key then answered a remembered 404)."""
+    put("page.html", b"page")
+    proxy = start_proxy()
+    with httpx.Client(base_url=proxy.url, timeout=30) as client:
+        assert [client.get(f"/nope{i}.html").status_code for i in range(10)] == [404] * 10
+        answer = client.get("/page.html")
+        assert answer.status_code == 200 and answer.content == b"page"
+    assert s3.gets(bucket, "page.html") == 1
+
+
 def test_an_open_breaker_fails_fast_then_one_probe_closes_it(
     s3: S3Server, bucket: str, put: Put, start_proxy: StartProxy, quick_breaker: None
 ) -> None:
