@@ -137,13 +137,19 @@ class _Command(cloup.Command):
 
 
 class _Serve(_Command):
-    """The serving command; ``s3proxy check ...`` is handed to :data:`check`."""
+    """The serving command; ``s3proxy check ...`` is handed to :data:`check`, ``s3proxy
+    publish ...`` to :mod:`s3proxy.publish.command`."""
 
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         if argv[:1] == ["check"]:
             kwargs.setdefault("prog_name", "s3proxy check")
             return check.main(argv[1:], *rest, **kwargs)
+        if argv[:1] == ["publish"]:
+            from s3proxy.publish.command import publish_command
+
+            kwargs.setdefault("prog_name", "s3proxy publish")
+            return publish_command.main(argv[1:], *rest, **kwargs)
         return super().main(argv, *rest, **kwargs)
 
 
@@ -182,7 +188,8 @@ def main(demo: bool, **params: Any) -> None:
     """Serve a private S3 bucket as a static website through a local disk cache.
 
     `s3proxy check [OPTIONS]` checks the same options without serving (S3, the cache dir,
-    each sink) as a checklist, and exits 0 when every check passes, else 1."""
+    each sink) as a checklist, and exits 0 when every check passes, else 1.
+    `s3proxy publish DIR --bucket B` uploads a site to the bucket (see its --help)."""
     from s3proxy import server
 
     try:

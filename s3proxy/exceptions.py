@@ -7,15 +7,17 @@ connection is aborted instead)::
 
     S3ProxyError
     ├── ConfigError            bad settings; the CLI prints one line and exits 2
-    ├── OriginError            S3 did not give us the object               -> 502
+    ├── OriginError            S3 did not give us the object (or refused a write: its
+    │   │                      status and code kept)                       -> 502
     │   ├── ObjectNotFound     no such key (or 403 without ListBucket)     -> 404
     │   ├── ObjectChanged      If-Match failed: the object was replaced meanwhile
     │   ├── OriginTimeout      connect or read timed out                   -> 504
     │   └── OriginBodyError    the body broke off or failed verification; the client's
     │                          connection is aborted, nothing is cached
-    └── CacheError             the local cache could not store or read an entry -> 503
-        └── BodyGone           a cached body vanished or shrank before the response started
-                               (the endpoint forgets the entry and asks S3 once more)
+    ├── CacheError             the local cache could not store or read an entry -> 503
+    │   └── BodyGone           a cached body vanished or shrank before the response started
+    │                          (the endpoint forgets the entry and asks S3 once more)
+    └── PublishError           ``s3proxy publish`` could not finish; one line, exit 1
 
 A key S3 does not have is not an error by the time it reaches the endpoint: the read-through
 answers it as :class:`~s3proxy.outcome.Missing` (404).
@@ -32,11 +34,13 @@ class ConfigError(S3ProxyError):
 
 class OriginError(S3ProxyError):
     """S3 failed to answer usefully (5xx, refused connection, unexpected status).
-    ``status`` is S3's HTTP status when it answered one."""
+    ``status`` is S3's HTTP status when it answered one, ``code`` its error code
+    (``SlowDown``, ``NoSuchUpload``) when the caller kept it."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, code: str = "") -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 class ObjectNotFound(OriginError):
@@ -66,6 +70,11 @@ class BodyGone(CacheError):
     def __init__(self, key: str) -> None:
         super().__init__(f"cached body of {key!r} is gone")
         self.key = key
+
+
+class PublishError(S3ProxyError):
+    """A publish could not finish: a file failed after its retries, changed while it was
+    sent, or the bucket cannot be written. The message is one line, fit for the user."""
 
 
 #: The status and message of a failure before the response started, by exception class; the

@@ -77,6 +77,12 @@ class Revalidated(enum.Enum):
 NOT_MODIFIED = Revalidated.NOT_MODIFIED
 
 
+def s3_answer(exc: ClientError) -> tuple[int | None, str]:
+    """S3's HTTP status and error code (``NoSuchKey``, ``SlowDown``) in a ClientError."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return status, str(exc.response.get("Error", {}).get("Code", ""))
+
+
 @contextlib.contextmanager
 def _translate_errors(key: str) -> Iterator[None]:
     """Map botocore/aiohttp failures to our exception tree (no S3 XML, bucket or request id
@@ -84,9 +90,7 @@ def _translate_errors(key: str) -> Iterator[None]:
     try:
         yield
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status, code = s3_answer(exc)
         # Without s3:ListBucket, S3 answers 403 for a key that does not exist.
         if code in ("NoSuchKey", "404", "NotFound", "AccessDenied", "403") or status in (404, 403):
             raise ObjectNotFound(key) from None
@@ -179,6 +183,20 @@ def meta_from_response(response: dict[str, Any]) -> ObjectMeta:
     )
 
 
+def s3_client(session: Any, config: OriginConfig, aio_config: AioConfig) -> Any:
+    """The S3 client of ``config``'s endpoint and credentials (an async context manager)."""
+    # endpoint_url=None lets botocore read AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; no
+    # key/secret means the standard credential chain (env, profile, role, web identity).
+    return session.create_client(
+        "s3",
+        region_name=config.region,
+        endpoint_url=config.endpoint_url,
+        aws_access_key_id=config.key,
+        aws_secret_access_key=config.secret,
+        config=aio_config,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeAnswer:
     """What S3 said to one request, for :func:`s3proxy.startup.classify`: its HTTP status
@@ -261,18 +279,7 @@ class Origin:
             max_pool_connections=64,
             s3={"addressing_style": config.addressing_style},
         )
-        # endpoint_url=None lets botocore read AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; no
-        # key/secret means the standard credential chain (env, profile, role, web identity).
-        return await self._stack.enter_async_context(
-            session.create_client(
-                "s3",
-                region_name=config.region,
-                endpoint_url=config.endpoint_url,
-                aws_access_key_id=config.key,
-                aws_secret_access_key=config.secret,
-                config=aio_config,
-            )
-        )
+        return await self._stack.enter_async_context(s3_client(session, config, aio_config))
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
@@ -360,8 +367,7 @@ class Origin:
             # Outside get(), no call context: the retry hook makes no retry.
             response = await self._client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-0")
         except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            return ProbeAnswer(status, str(exc.response.get("Error", {}).get("Code", "")))
+            return ProbeAnswer(*s3_answer(exc))
         except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
             return ProbeAnswer(None, type(exc).__name__)
         response["Body"].close()

@@ -1,0 +1,99 @@
+"""The local tree: its files, as keys under the prefix, with their digests.
+
+Blocking (it walks and reads the disk): callers run it in a thread. Every regular file under
+the directory is published, dotfiles included, following symbolic links to files but not to
+directories (a link loop cannot make the walk endless). Digests are remembered by file
+identity (size, mtime, ctime, inode): a file whose content changed has a new ctime even when
+a tool put its mtime back, so the remembered digest is only used for the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from s3proxy.publish.plan import THRESHOLD, LocalFile, part_size
+
+#: Bytes read at a time while hashing.
+READ_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A file found by :func:`walk`: its path under the tree (``/``-separated), its path on
+    disk, and the identity its digest is remembered by."""
+
+    relative: str
+    path: str
+    size: int
+    identity: str
+
+
+def walk(root: str) -> list[Found]:
+    """Every regular file under ``root``, sorted by relative path. Raises OSError when
+    ``root`` cannot be read."""
+    found: list[Found] = []
+
+    def failed(exc: OSError) -> None:
+        raise exc
+
+    for directory, _, names in os.walk(root, onerror=failed):
+        for name in names:
+            path = os.path.join(directory, name)
+            st = os.stat(path)
+            if not os.path.isfile(path):
+                continue  # sockets, fifos, broken links
+            relative = os.path.relpath(path, root).replace(os.sep, "/")
+            identity = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+            found.append(Found(relative, path, st.st_size, identity))
+    found.sort(key=lambda f: f.relative)
+    return found
+
+
+def digest(path: str, size: int) -> tuple[str, str | None]:
+    """The file's MD5 (hex) and, for a file that goes up in parts, its multipart ETag (the MD5
+    of the parts' MD5s, ``-`` and their count, quoted) with :func:`part_size`'s parts."""
+    whole = hashlib.md5(usedforsecurity=False)
+    part = part_size(size) if size >= THRESHOLD else 0
+    parts: list[bytes] = []
+    current = hashlib.md5(usedforsecurity=False)
+    in_part = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_SIZE if not part else min(READ_SIZE, part - in_part)):
+            whole.update(chunk)
+            if part:
+                current.update(chunk)
+                in_part += len(chunk)
+                if in_part == part:
+                    parts.append(current.digest())
+                    current, in_part = hashlib.md5(usedforsecurity=False), 0
+    if not part:
+        return whole.hexdigest(), None
+    if in_part:
+        parts.append(current.digest())
+    combined = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
+    return whole.hexdigest(), f'"{combined}-{len(parts)}"'
+
+
+def local_files(
+    root: str, prefix: str, known: dict[str, list[str | None]], threads: int = 4
+) -> list[LocalFile]:
+    """The tree's files as keys under ``prefix``, hashing in ``threads`` threads (hashlib
+    releases the GIL) those whose identity is not in ``known`` (relative path -> identity,
+    md5, multipart ETag), which is updated in place."""
+    found = walk(root)
+    todo = [f for f in found if (known.get(f.relative) or [None])[0] != f.identity]
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        hashed = pool.map(lambda f: digest(f.path, f.size), todo)
+        for f, (md5, etag) in zip(todo, hashed, strict=True):
+            known[f.relative] = [f.identity, md5, etag]
+    for stale in set(known) - {f.relative for f in found}:
+        del known[stale]
+    return [
+        LocalFile(
+            prefix + f.relative, f.path, f.size, str(known[f.relative][1]), known[f.relative][2]
+        )
+        for f in found
+    ]
