@@ -50,11 +50,21 @@ def _age(ctx: click.Context, param: click.Parameter, value: str | None) -> float
         raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
-#: The server's S3 options, and its management token for ``--purge``.
-_PARAMS: list[click.Parameter] = [
-    *(option(f) for f in dataclasses.fields(OriginConfig)),
-    option(FIELDS["auth_key"]),
-]
+_GROUPS: dict[str, cloup.OptionGroup] = {}
+
+
+def _regrouped(param: Any) -> click.Parameter:
+    """``param`` in this command's own ``--help`` group of the same title: cloup keeps a
+    group's options in the group object, which the server's command also uses."""
+    title = param.group.title
+    param.group = _GROUPS.setdefault(title, cloup.OptionGroup(title))
+    return param  # type: ignore[no-any-return]
+
+
+#: The server's S3 options (not its deadline per GetObject: publish times each request by
+#: its bytes), and its management token for ``--purge``.
+_S3 = [f for f in dataclasses.fields(OriginConfig) if f.name != "origin_deadline"]
+_PARAMS: list[click.Parameter] = [_regrouped(option(f)) for f in [*_S3, FIELDS["auth_key"]]]
 
 
 @cloup.command(
@@ -94,7 +104,7 @@ _PARAMS: list[click.Parameter] = [
 def publish_command(directory: str, prefix: str, dry_run: bool, **params: Any) -> None:
     """Upload DIR to the bucket, by content: new and changed files only, resumable after
     an interruption; --delete removes what DIR no longer has."""
-    s3 = {f.name: params.pop(f.name) for f in dataclasses.fields(OriginConfig)}
+    s3 = {f.name: params.pop(f.name) for f in _S3}
     if not s3.get("bucket"):
         raise ConfigError("--bucket (or S3_BUCKET) is required")
     try:
