@@ -22,7 +22,7 @@ import cloup
 from click.core import ParameterSource
 
 from s3proxy import __version__
-from s3proxy.config import FIELDS, Config
+from s3proxy.config import FIELDS, Config, default_cache_dir
 from s3proxy.exceptions import ConfigError
 from s3proxy.parts import GROUPS
 from s3proxy.settings import SettingError, default_of, flag_of, option_of, type_of
@@ -138,7 +138,7 @@ class _Command(cloup.Command):
 
 class _Serve(_Command):
     """The serving command; ``s3proxy check ...`` is handed to :data:`check`, ``s3proxy
-    publish ...`` to :mod:`s3proxy.publish.command`."""
+    publish ...`` to :data:`publish`."""
 
     def main(self, args: Any = None, *rest: Any, **kwargs: Any) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
@@ -146,10 +146,8 @@ class _Serve(_Command):
             kwargs.setdefault("prog_name", "s3proxy check")
             return check.main(argv[1:], *rest, **kwargs)
         if argv[:1] == ["publish"]:
-            from s3proxy.publish.command import publish_command
-
             kwargs.setdefault("prog_name", "s3proxy publish")
-            return publish_command.main(argv[1:], *rest, **kwargs)
+            return publish.main(argv[1:], *rest, **kwargs)
         return super().main(argv, *rest, **kwargs)
 
 
@@ -171,6 +169,75 @@ def check(**params: Any) -> None:
     items = run_checks(config)
     click.echo(render(items))
     sys.exit(0 if all(item.ok for item in items) else 1)
+
+
+def _parsed(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """``--cache-control`` rules and the ``--abort-stale`` age, parsed by publish's own
+    functions; their ValueError is a bad value of this option."""
+    from s3proxy.publish.command import parse_age
+    from s3proxy.publish.headers import CacheRule
+
+    try:
+        if param.name == "cache_rules":
+            return tuple(CacheRule.parse(rule) for rule in value)
+        return None if value is None else parse_age(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+def _publish_options() -> list[click.Parameter]:
+    """The server's S3 options and its token (for --purge), in publish's own ``--help``
+    groups: cloup keeps a group's options in the group object, which serving also uses."""
+    from s3proxy.publish import S3_SETTINGS
+
+    groups: dict[str, cloup.OptionGroup] = {}
+    params: list[click.Parameter] = [option(f) for f in (*S3_SETTINGS, FIELDS["auth_key"])]
+    for param in params:
+        title = param.group.title  # type: ignore[attr-defined]
+        param.group = groups.setdefault(title, cloup.OptionGroup(title))  # type: ignore[attr-defined]
+    return params
+
+
+@cloup.command(
+    cls=_Command,
+    params=_publish_options(),
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, readable=True))
+@click.option("--prefix", default="", help="Publish under this folder of the bucket.")
+@click.option("--delete", is_flag=True, help="Delete objects under the prefix with no file.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (uploads, deletes, bytes) only.")
+@click.option("--jobs", "-J", default=8, type=click.IntRange(1, 256), help="Requests at once.")
+@click.option(
+    "--cache-control",
+    "cache_rules",
+    multiple=True,
+    callback=_parsed,
+    metavar="GLOB=VALUE",
+    help="Cache-Control for matching files; repeatable, the first match wins "
+    "(e.g. 'assets/*=public, max-age=31536000, immutable' '*.html=max-age=60').",
+)
+@click.option("--stats", "stats_path", type=click.Path(dir_okay=False), help="JSON lines per file.")
+@click.option(
+    "--abort-stale",
+    metavar="AGE",
+    callback=_parsed,
+    help="First abort multipart uploads under the prefix older than AGE (90s, 30m, 24h, 7d).",
+)
+@click.option(
+    "--state-dir",
+    default=default_cache_dir,
+    show_default="the cache dir",
+    type=click.Path(file_okay=False),
+    help="Where resume state and remembered digests are kept.",
+)
+@click.option("--purge", "purge_urls", multiple=True, metavar="URL", help="Proxy to purge after.")
+def publish(**params: Any) -> None:
+    """Upload DIRECTORY to the bucket by content (new and changed files only), resumably;
+    --delete removes the objects whose files are gone, --purge the proxies' copies."""
+    from s3proxy.publish.command import run_command
+
+    sys.exit(run_command(**params))
 
 
 @cloup.command(
