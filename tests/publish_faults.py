@@ -103,6 +103,8 @@ class FaultProxy:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 return
             body = reader.read(length) if length else b""
+            if len(body) < length:
+                return  # the client went away mid-body: S3 never sees half a request
             if rule is not None and rule.slow_down:
                 client.sendall(
                     b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"

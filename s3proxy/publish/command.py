@@ -11,6 +11,7 @@ the CLI prints); a publish that fails is one line and exit code 1.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from typing import Any
@@ -45,7 +46,11 @@ def run_command(directory: str, prefix: str, dry_run: bool, **params: Any) -> in
     except ValueError as exc:
         raise ConfigError(f"--prefix: {exc}") from None
     options = Options(
-        root=directory, origin=OriginConfig(**s3), prefix=normalized, dry_run=dry_run, **params
+        root=os.path.abspath(directory),
+        origin=OriginConfig(**s3),
+        prefix=normalized,
+        dry_run=dry_run,
+        **params,
     )
     try:
         summary = asyncio.run(publish(options, _say))

@@ -114,6 +114,8 @@ def _message(exc: BaseException) -> str:
         return "S3 timed out on every attempt"
     if isinstance(exc, BaseExceptionGroup):
         return _message(exc.exceptions[0])
+    if isinstance(exc, OSError):
+        return f"cannot read the file: {exc.strerror or exc}"
     return str(exc)
 
 
@@ -128,7 +130,8 @@ class Transfer:
 
     async def upload(self, file: LocalFile, headers: dict[str, str]) -> FileStats:
         """Publish ``file`` with ``headers``; the stats say how, and why not in their
-        ``error`` when S3 failed after the retries or the file changed while it was sent."""
+        ``error`` when S3 failed after the retries, or the file changed or vanished while it
+        was sent."""
         stats = FileStats(file.key, file.size, Tally())
         started = time.monotonic()
         try:
@@ -136,7 +139,7 @@ class Transfer:
                 await self._put(file, headers, stats)
             else:
                 await self._multipart(file, headers, stats)
-        except* (OriginError, PublishError, TimeoutError) as group:
+        except* (OriginError, PublishError, TimeoutError, OSError) as group:
             stats.error = "; ".join(_message(exc) for exc in group.exceptions)
         finally:
             stats.seconds = time.monotonic() - started
