@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from s3proxy.publish.plan import (
     part_size,
     same,
 )
-from s3proxy.publish.tree import digest
+from s3proxy.publish.tree import digest, local_files, with_digest
 
 MD5 = "0" * 32
 FILE = LocalFile("a.txt", "/x/a.txt", 3, MD5)
@@ -35,6 +36,10 @@ BIG = LocalFile("big.bin", "/x/big.bin", 20 * MiB, MD5, '"abc-3"')
         pytest.param(FILE, RemoteObject(4, f'"{MD5}"'), None, False, id="other-size"),
         pytest.param(BIG, RemoteObject(BIG.size, '"abc-3"'), None, True, id="our-multipart"),
         pytest.param(BIG, RemoteObject(BIG.size, '"def-2"'), None, None, id="ask-metadata"),
+        pytest.param(BIG, RemoteObject(BIG.size, '"def-3"'), None, False, id="our-count-other"),
+        pytest.param(
+            LocalFile("a.txt", "", 3, ""), RemoteObject(3, '"x"'), None, False, id="no-digest"
+        ),
         pytest.param(BIG, RemoteObject(BIG.size, '"def-2"'), MD5, True, id="metadata-same"),
         pytest.param(BIG, RemoteObject(BIG.size, '"def-2"'), "f" * 32, False, id="metadata-other"),
     ],
@@ -151,3 +156,19 @@ def test_backoff_is_jittered_and_capped() -> None:
 def test_parse_age(text: str, seconds: float) -> None:
     """Ages in seconds, minutes, hours or days."""
     assert parse_age(text) == seconds
+
+
+def test_digests_only_where_they_decide(tmp_path: Path) -> None:
+    """local_files hashes only the files ``wanted`` names (an object of their size exists)
+    and remembers them by identity; with_digest hashes the others when they are sent."""
+    (tmp_path / "a.txt").write_bytes(b"aaa")
+    (tmp_path / "b.txt").write_bytes(b"bb")
+    known: dict[str, list[str | None]] = {}
+    a, b = local_files(str(tmp_path), "p/", known, lambda key, size: key == "p/a.txt")
+    assert a.md5 == hashlib.md5(b"aaa").hexdigest() and b.md5 == "" and set(known) == {"a.txt"}
+    b = with_digest(b, known, "p/")
+    assert b.md5 == hashlib.md5(b"bb").hexdigest() and set(known) == {"a.txt", "b.txt"}
+    again = local_files(str(tmp_path), "p/", known, lambda key, size: False)
+    assert [f.md5 for f in again] == [a.md5, b.md5]  # remembered, not read again
+    (tmp_path / "b.txt").write_bytes(b"BB")  # same size, new content: a new identity
+    assert local_files(str(tmp_path), "p/", known, lambda key, size: False)[1].md5 == ""

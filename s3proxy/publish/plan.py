@@ -46,14 +46,17 @@ def part_count(size: int, part: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:
-    """One file of the tree: its key, path, size, MD5 (hex) and, when it would go up in parts,
-    the multipart ETag (quoted, as S3 shows it) for :func:`part_size`'s parts."""
+    """One file of the tree: its key, path, size, MD5 (hex; ``""`` while not computed: only
+    a file whose object has its size needs it to be planned) and, when it would go up in
+    parts, the multipart ETag (quoted, as S3 shows it) for :func:`part_size`'s parts; the
+    identity its digests are remembered by."""
 
     key: str
     path: str
     size: int
     md5: str
     multipart_etag: str | None = None
+    identity: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +85,25 @@ class Plan:
 def same(local: LocalFile, remote: RemoteObject, stored_md5: str | None) -> bool | None:
     """Whether ``remote`` holds ``local``'s content; ``None`` when only the metadata MD5 can
     tell and ``stored_md5`` is not known yet."""
-    if local.size != remote.size:
+    if local.size != remote.size or not local.md5:
         return False
     etag = remote.etag.strip('"')
     if "-" not in etag:
         return etag == local.md5
-    if local.multipart_etag is not None and remote.etag == local.multipart_etag:
-        return True
+    if local.multipart_etag is not None:
+        if remote.etag == local.multipart_etag:
+            return True
+        if _parts(remote.etag) == _parts(local.multipart_etag):
+            # As many parts as ours: made with our part size (or one that cuts this size the
+            # same way), so another ETag is other content, without asking for its metadata.
+            return False
     if stored_md5 is None:
         return None
     return stored_md5 == local.md5
+
+
+def _parts(etag: str) -> str:
+    return etag.strip('"').rpartition("-")[2]
 
 
 def make_plan(

@@ -9,6 +9,7 @@ does not stop the others; the publish then ends with :class:`PublishError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import time
@@ -26,7 +27,7 @@ from s3proxy.publish.progress import Progress
 from s3proxy.publish.requests import Requests, Tally
 from s3proxy.publish.state import JsonFile, target_path
 from s3proxy.publish.transfer import Transfer
-from s3proxy.publish.tree import local_files
+from s3proxy.publish.tree import local_files, with_digest
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,14 +76,19 @@ async def publish(options: Options, say: Callable[[str], None]) -> Summary:
             options.prefix,
             options.root,
         )
-        files = await _local(options, state + ".digests.json")
+        digests = await asyncio.to_thread(JsonFile, state + ".digests.json")
+        files = await _local(options, digests, remote)
         plan = await _plan(bucket, files, remote, options.delete)
         summary = Summary(plan, aborted=aborted if options.abort_stale is not None else 0)
         if options.dry_run:
             return summary
         requests = Requests(options.jobs)
         transfer = Transfer(bucket, requests, JsonFile(state + ".uploads.json"))
-        await _uploads(transfer, plan.uploads, options, summary, say)
+        try:
+            await _uploads(transfer, plan.uploads, options, summary, digests.data)
+        finally:
+            with contextlib.suppress(OSError):  # only a speed-up for the next run
+                await asyncio.to_thread(digests.save)
         if summary.failed:
             raise PublishError(
                 f"{len(summary.failed)} of {len(plan.uploads)} files failed "
@@ -119,18 +125,21 @@ def _bucket_problem(name: str, exc: OriginError) -> str:
     return f"cannot list bucket {name!r}: {exc}"
 
 
-async def _local(options: Options, digests_path: str) -> list[LocalFile]:
-    digests = await asyncio.to_thread(JsonFile, digests_path)
+async def _local(
+    options: Options, digests: JsonFile, remote: dict[str, RemoteObject]
+) -> list[LocalFile]:
+    """The tree's files, hashed now only where an object of the same size makes the digest
+    decide (the others are hashed as they are sent)."""
+
+    def decides(key: str, size: int) -> bool:
+        return key in remote and remote[key].size == size
+
     try:
-        files = await asyncio.to_thread(local_files, options.root, options.prefix, digests.data)
+        return await asyncio.to_thread(
+            local_files, options.root, options.prefix, digests.data, decides
+        )
     except OSError as exc:
         raise PublishError(f"cannot read {options.root}: {exc.strerror or exc}") from None
-    if not options.dry_run:
-        try:
-            await asyncio.to_thread(digests.save)
-        except OSError:
-            pass  # only a speed-up for the next run
-    return files
 
 
 async def _plan(
@@ -156,7 +165,7 @@ async def _uploads(
     uploads: tuple[LocalFile, ...],
     options: Options,
     summary: Summary,
-    say: Callable[[str], None],
+    known: dict[str, list[str | None]],
 ) -> None:
     """Every upload, ``options.jobs`` files at once, each finished file's line in the stats."""
     progress = Progress(len(uploads), sum(f.size for f in uploads), lambda: transfer.requests.sent)
@@ -168,6 +177,11 @@ async def _uploads(
     async def one(file: LocalFile) -> None:
         async with files:
             headers = object_headers(file.key[len(options.prefix) :], options.cache_rules)
+            try:
+                file = await asyncio.to_thread(with_digest, file, known, options.prefix)
+            except OSError as exc:
+                summary.failed.append(f"{file.key}: cannot read the file: {exc.strerror}")
+                return
             stats = await transfer.upload(file, headers)
             if stats.error is None:
                 summary.uploaded += 1

@@ -9,8 +9,10 @@ a tool put its mtime back, so the remembered digest is only used for the same by
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -78,22 +80,46 @@ def digest(path: str, size: int) -> tuple[str, str | None]:
 
 
 def local_files(
-    root: str, prefix: str, known: dict[str, list[str | None]], threads: int = 4
+    root: str,
+    prefix: str,
+    known: dict[str, list[str | None]],
+    wanted: Callable[[str, int], bool] = lambda key, size: True,
+    threads: int = 4,
 ) -> list[LocalFile]:
-    """The tree's files as keys under ``prefix``, hashing in ``threads`` threads (hashlib
-    releases the GIL) those whose identity is not in ``known`` (relative path -> identity,
-    md5, multipart ETag), which is updated in place."""
+    """The tree's files as keys under ``prefix``. ``known`` (relative path -> identity, md5,
+    multipart ETag) gives the digests of files it knows by identity; of the others, those for
+    which ``wanted(key, size)`` are hashed in ``threads`` threads (hashlib releases the GIL)
+    and added to it, the rest come without a digest (``md5 == ""``): a file that is
+    certainly sent (a new key, another size) is hashed as it is sent, not before."""
     found = walk(root)
-    todo = [f for f in found if (known.get(f.relative) or [None])[0] != f.identity]
+    todo = [
+        f
+        for f in found
+        if (known.get(f.relative) or [None])[0] != f.identity
+        and wanted(prefix + f.relative, f.size)
+    ]
     with ThreadPoolExecutor(max(1, threads)) as pool:
         hashed = pool.map(lambda f: digest(f.path, f.size), todo)
         for f, (md5, etag) in zip(todo, hashed, strict=True):
             known[f.relative] = [f.identity, md5, etag]
     for stale in set(known) - {f.relative for f in found}:
         del known[stale]
-    return [
-        LocalFile(
-            prefix + f.relative, f.path, f.size, str(known[f.relative][1]), known[f.relative][2]
+    files = []
+    for f in found:
+        identity, remembered_md5, remembered_etag = known.get(f.relative) or [None, None, None]
+        if identity != f.identity:
+            remembered_md5 = remembered_etag = None
+        key = prefix + f.relative
+        files.append(
+            LocalFile(key, f.path, f.size, remembered_md5 or "", remembered_etag, f.identity)
         )
-        for f in found
-    ]
+    return files
+
+
+def with_digest(file: LocalFile, known: dict[str, list[str | None]], prefix: str) -> LocalFile:
+    """``file`` with its digests, hashed now if it has none, remembered in ``known``."""
+    if file.md5:
+        return file
+    md5, etag = digest(file.path, file.size)
+    known[file.key[len(prefix) :]] = [file.identity, md5, etag]
+    return dataclasses.replace(file, md5=md5, multipart_etag=etag)
