@@ -3,7 +3,8 @@
 Each client connection carries one request (the proxy answers with ``Connection: close``,
 which botocore's pool accepts). A :class:`Rule` picks requests by a regular expression on the
 request line and, for its next ``times`` matches, resets the connection after ``reset_after``
-bytes of the body, answers ``503 SlowDown``, or holds the request for ``delay`` seconds.
+bytes of the body, answers an S3 error (``503 SlowDown``, ``403 InvalidAccessKeyId``), or
+holds the request for ``delay`` seconds.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-SLOW_DOWN = (
-    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>SlowDown</Code>"
-    b"<Message>Please reduce your request rate.</Message></Error>"
-)
+
+def error_body(code: str) -> bytes:
+    """S3's XML error document for ``code``."""
+    return (
+        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code>"
+        f"<Message>injected {code}</Message></Error>"
+    ).encode()
 
 
 @dataclass
@@ -30,6 +34,8 @@ class Rule:
     pattern: str
     reset_after: int | None = None
     slow_down: bool = False
+    #: Answer this status with this S3 error code instead of forwarding.
+    error: tuple[int, str] | None = None
     delay: float = 0.0
     times: int = 1
 
@@ -105,11 +111,15 @@ class FaultProxy:
             body = reader.read(length) if length else b""
             if len(body) < length:
                 return  # the client went away mid-body: S3 never sees half a request
-            if rule is not None and rule.slow_down:
+            error = (503, "SlowDown") if rule is not None and rule.slow_down else None
+            error = rule.error if rule is not None and rule.error else error
+            if error is not None:
+                status, code = error
+                document = error_body(code)
                 client.sendall(
-                    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\n"
-                    + f"Content-Length: {len(SLOW_DOWN)}\r\nConnection: close\r\n\r\n".encode()
-                    + SLOW_DOWN
+                    f"HTTP/1.1 {status} Injected\r\nContent-Type: application/xml\r\n"
+                    f"Content-Length: {len(document)}\r\nConnection: close\r\n\r\n".encode()
+                    + document
                 )
                 return
             with socket.create_connection(self.upstream) as up:

@@ -225,6 +225,16 @@ def test_cli_errors(
     assert out == ""
 
 
+def test_cli_refused_credentials(site: Site, tmp_path: Path) -> None:
+    """Credentials S3 refuses: one line saying so, exit 1, nothing sent."""
+    site.faults.rules.append(Rule(r"^GET ", error=(403, "InvalidAccessKeyId")))
+    status, out, err = site.cli(str(tmp_path), "--bucket", site.bucket)
+    assert status == 1 and out == ""
+    assert (
+        err == "s3proxy publish: error: S3 does not accept these credentials (InvalidAccessKeyId)\n"
+    )
+
+
 def test_cli_dry_run_then_publish(site: Site, tmp_path: Path) -> None:
     """--dry-run prints the plan and sends nothing; the publish prints its summary."""
     root = make_tree(tmp_path / "site", {"index.html": b"<p>", "a.css": b"a{}"})

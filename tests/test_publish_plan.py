@@ -172,3 +172,30 @@ def test_digests_only_where_they_decide(tmp_path: Path) -> None:
     assert [f.md5 for f in again] == [a.md5, b.md5]  # remembered, not read again
     (tmp_path / "b.txt").write_bytes(b"BB")  # same size, new content: a new identity
     assert local_files(str(tmp_path), "p/", known, lambda key, size: False)[1].md5 == ""
+
+
+def test_progress_line_and_plain_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The line says files, bytes, rate and ETA; off a terminal it is written as plain
+    lines, without a terminal's redraw escapes."""
+    import asyncio
+    import io
+
+    from s3proxy.publish import progress as module
+    from s3proxy.publish.progress import Progress
+
+    sent = [0]
+    stream = io.StringIO()
+    progress = Progress(4, 8_000_000, lambda: sent[0], stream)
+    sent[0] = 2_000_000
+    progress.done()
+    assert progress.line(progress._started + 2.0) == "1/4 files, 2.0/8.0 MB, 1.0 MB/s, ETA 6s"
+    monkeypatch.setattr(module, "PLAIN_EVERY", 0.01)
+
+    async def tick() -> None:
+        written = asyncio.Event()
+        stream.write = lambda text: (written.set(), io.StringIO.write(stream, text))[1]  # type: ignore[method-assign]
+        async with progress.ticking():
+            await written.wait()
+
+    asyncio.run(tick())
+    assert stream.getvalue().startswith("1/4 files, 2.0/8.0 MB") and "\x1b" not in stream.getvalue()
