@@ -48,8 +48,8 @@ def part_count(size: int, part: int) -> int:
 class LocalFile:
     """One file of the tree: its key, path, size, MD5 (hex; ``""`` while not computed: only
     a file whose object has its size needs it to be planned) and, when it would go up in
-    parts, the multipart ETag (quoted, as S3 shows it) for :func:`part_size`'s parts; the
-    identity its digests are remembered by."""
+    parts, the multipart ETag (quoted, as S3 shows it) for :func:`part_size`'s parts and
+    the parts' MD5s (hex, concatenated); the identity its digests are remembered by."""
 
     key: str
     path: str
@@ -57,6 +57,12 @@ class LocalFile:
     md5: str
     multipart_etag: str | None = None
     identity: str = ""
+    part_md5s: str = ""
+
+    def part_md5(self, number: int) -> bytes | None:
+        """Part ``number``'s MD5 (1-based), when the digests were computed with it."""
+        hex_digest = self.part_md5s[32 * (number - 1) : 32 * number]
+        return bytes.fromhex(hex_digest) if len(hex_digest) == 32 else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,7 +183,11 @@ class Transfer:
             for number in numbers:
                 offset = (number - 1) * part
                 length = min(part, file.size - offset)
-                digest = await asyncio.to_thread(md5_of, file.path, offset, length)
+                # The part's MD5 from the digest pass (its Content-MD5: a part that changed
+                # since is refused as BadDigest), else read now.
+                digest = file.part_md5(number)
+                if digest is None:
+                    digest = await asyncio.to_thread(md5_of, file.path, offset, length)
                 digests[number - 1] = digest
                 if have.get(number) == (length, f'"{digest.hex()}"'):
                     stats.resumed_parts += 1
@@ -214,7 +218,13 @@ class Transfer:
             with FileSlice(file.path, offset, length) as body:
                 return await self.bucket.upload_part(file.key, upload_id, number, body, b64(digest))
 
-        await self.requests.call(length, send, stats.tally)
+        try:
+            await self.requests.call(length, send, stats.tally)
+        except OriginError as exc:
+            if exc.code == "BadDigest":
+                await self._forget(file.key, upload_id)
+                raise PublishError(f"{file.key}: the file changed while it was sent") from None
+            raise
 
     async def _complete(
         self, file: LocalFile, upload_id: str, etags: list[str], stats: FileStats

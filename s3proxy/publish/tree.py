@@ -54,9 +54,10 @@ def walk(root: str) -> list[Found]:
     return found
 
 
-def digest(path: str, size: int) -> tuple[str, str | None]:
-    """The file's MD5 (hex) and, for a file that goes up in parts, its multipart ETag (the MD5
-    of the parts' MD5s, ``-`` and their count, quoted) with :func:`part_size`'s parts."""
+def digest(path: str, size: int) -> tuple[str, str | None, str]:
+    """The file's MD5 (hex) and, for a file that goes up in parts (:func:`part_size`'s), its
+    multipart ETag (the MD5 of the parts' MD5s, ``-`` and their count, quoted) and the parts'
+    MD5s (hex, concatenated: each is its part's ``Content-MD5``)."""
     whole = hashlib.md5(usedforsecurity=False)
     part = part_size(size) if size >= THRESHOLD else 0
     parts: list[bytes] = []
@@ -72,11 +73,11 @@ def digest(path: str, size: int) -> tuple[str, str | None]:
                     parts.append(current.digest())
                     current, in_part = hashlib.md5(usedforsecurity=False), 0
     if not part:
-        return whole.hexdigest(), None
+        return whole.hexdigest(), None, ""
     if in_part:
         parts.append(current.digest())
     combined = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
-    return whole.hexdigest(), f'"{combined}-{len(parts)}"'
+    return whole.hexdigest(), f'"{combined}-{len(parts)}"', b"".join(parts).hex()
 
 
 def local_files(
@@ -87,10 +88,10 @@ def local_files(
     threads: int = 4,
 ) -> list[LocalFile]:
     """The tree's files as keys under ``prefix``. ``known`` (relative path -> identity, md5,
-    multipart ETag) gives the digests of files it knows by identity; of the others, those for
-    which ``wanted(key, size)`` are hashed in ``threads`` threads (hashlib releases the GIL)
-    and added to it, the rest come without a digest (``md5 == ""``): a file that is
-    certainly sent (a new key, another size) is hashed as it is sent, not before."""
+    multipart ETag, parts' MD5s) gives the digests of files it knows by identity; of the
+    others, those for which ``wanted(key, size)`` are hashed in ``threads`` threads (hashlib
+    releases the GIL) and added to it, the rest come without a digest (``md5 == ""``): a
+    file that is certainly sent (a new key, another size) is hashed as it is sent."""
     found = walk(root)
     todo = [
         f
@@ -100,19 +101,18 @@ def local_files(
     ]
     with ThreadPoolExecutor(max(1, threads)) as pool:
         hashed = pool.map(lambda f: digest(f.path, f.size), todo)
-        for f, (md5, etag) in zip(todo, hashed, strict=True):
-            known[f.relative] = [f.identity, md5, etag]
+        for f, digests in zip(todo, hashed, strict=True):
+            known[f.relative] = [f.identity, *digests]
     for stale in set(known) - {f.relative for f in found}:
         del known[stale]
     files = []
     for f in found:
-        identity, remembered_md5, remembered_etag = known.get(f.relative) or [None, None, None]
+        entry = known.get(f.relative) or []
+        identity, md5, etag, parts = (*entry, None, None, None, None)[:4]
         if identity != f.identity:
-            remembered_md5 = remembered_etag = None
+            md5 = etag = parts = None
         key = prefix + f.relative
-        files.append(
-            LocalFile(key, f.path, f.size, remembered_md5 or "", remembered_etag, f.identity)
-        )
+        files.append(LocalFile(key, f.path, f.size, md5 or "", etag, f.identity, parts or ""))
     return files
 
 
@@ -120,6 +120,6 @@ def with_digest(file: LocalFile, known: dict[str, list[str | None]], prefix: str
     """``file`` with its digests, hashed now if it has none, remembered in ``known``."""
     if file.md5:
         return file
-    md5, etag = digest(file.path, file.size)
-    known[file.key[len(prefix) :]] = [file.identity, md5, etag]
-    return dataclasses.replace(file, md5=md5, multipart_etag=etag)
+    md5, etag, parts = digest(file.path, file.size)
+    known[file.key[len(prefix) :]] = [file.identity, md5, etag, parts]
+    return dataclasses.replace(file, md5=md5, multipart_etag=etag, part_md5s=parts)
