@@ -72,6 +72,32 @@ def test_killed_between_parts_resumes(site: Site, tmp_path: Path) -> None:
     assert client.list_multipart_uploads(Bucket=site.bucket).get("Uploads", []) == []
 
 
+def test_ctrl_c_says_how_to_resume(site: Site, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) mid-publish: exit 130 and one line saying to run it again; the rerun
+    finishes the job."""
+    root = make_tree(tmp_path / "site", {"a.txt": b"a", "b.txt": b"b"})
+    site.faults.rules.append(Rule(r"^PUT ", delay=30, times=100))
+    flags = ["--region", REGION, "--key", KEY_ID, "--secret", SECRET, "--path-style", "true"]
+    flags += ["--endpoint-url", site.faults.endpoint_url, "--state-dir", str(site.state_dir)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "s3proxy", "publish", str(root), "--bucket", site.bucket, *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: site.faults.count(r"^PUT ") >= 1)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130
+    assert err.strip() == "s3proxy publish: interrupted; run it again to resume"
+    site.faults.rules.clear()
+    site.run(root)
+    assert site.contents() == tree_contents(root)
+
+
 def test_abort_stale(site: Site, tmp_path: Path) -> None:
     """--abort-stale aborts the uploads under the prefix older than the age, none outside
     the prefix, none younger; a dry run only counts them. (moto dates every upload

@@ -36,7 +36,8 @@ def parse_age(text: str) -> float:
 
 def run_command(directory: str, prefix: str, dry_run: bool, **params: Any) -> int:
     """Publish with the command's values; print the plan or the summary on stdout, a failure
-    as one line on stderr; return the exit code (0, or 1 for a failed publish). Raises
+    as one line on stderr; return the exit code (0; 1 for a failed publish; 130 after
+    Ctrl-C). Raises
     :class:`ConfigError` for a usage error."""
     s3 = {f.name: params.pop(f.name) for f in S3_SETTINGS}
     if not s3.get("bucket"):
@@ -57,6 +58,9 @@ def run_command(directory: str, prefix: str, dry_run: bool, **params: Any) -> in
     except PublishError as exc:
         print(f"s3proxy publish: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: what was sent stays, the state file says where
+        print("\ns3proxy publish: interrupted; run it again to resume", file=sys.stderr)
+        return 130
     print(render(summary, dry_run))
     return 0
 
