@@ -1,7 +1,7 @@
 """Validated, immutable settings. Construction does no I/O; the checks that touch the machine
 (directories writable, CPUs present) are :mod:`s3proxy.environment`'s.
 
-:class:`Config` is one frozen part per component (process, logs, cache, origin, site, sinks);
+:class:`Config` is one frozen part per component (process, logs, cache, origin, site, sinks, group);
 each component is built from its part alone. The parts and their fields, each declared once
 with its default, help and flags, are in :mod:`s3proxy.parts`.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 from s3proxy.parts import (
     CacheConfig,
+    GroupConfig,
     LogsConfig,
     OriginConfig,
     ProcessConfig,
@@ -26,6 +27,7 @@ from s3proxy.parts import (
 __all__ = [
     "CacheConfig",
     "Config",
+    "GroupConfig",
     "LogsConfig",
     "OriginConfig",
     "ProcessConfig",
@@ -34,13 +36,16 @@ __all__ = [
     "default_cache_dir",
 ]
 
-Part = ProcessConfig | LogsConfig | CacheConfig | OriginConfig | SiteConfig | SinksConfig
+Part = (
+    ProcessConfig | LogsConfig | CacheConfig | OriginConfig | SiteConfig | SinksConfig | GroupConfig
+)
 #: Config's parts by attribute name, in the order of ``--help``.
 PARTS: dict[str, type[Part]] = {
     "origin": OriginConfig,
     "process": ProcessConfig,
     "cache": CacheConfig,
     "site": SiteConfig,
+    "group": GroupConfig,
     "logs": LogsConfig,
     "sinks": SinksConfig,
 }
@@ -66,6 +71,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     site: SiteConfig = field(default_factory=SiteConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
+    group: GroupConfig = field(default_factory=GroupConfig)
 
     @classmethod
     def build(cls, **values: Any) -> Config:

@@ -17,7 +17,9 @@ connection is aborted instead)::
     ├── CacheError             the local cache could not store or read an entry -> 503
     │   └── BodyGone           a cached body vanished or shrank before the response started
     │                          (the endpoint forgets the entry and asks S3 once more)
-    └── PublishError           ``s3proxy publish`` could not finish; one line, exit 1
+    ├── PublishError           ``s3proxy publish`` could not finish; one line, exit 1
+    └── GroupUnavailable       Redis (--redis-url) did not answer: the instance goes on alone,
+                               purges apply here only (never an answer to a client)
 
 A key S3 does not have is not an error by the time it reaches the endpoint: the read-through
 answers it as :class:`~s3proxy.outcome.Missing` (404).
@@ -75,6 +77,11 @@ class BodyGone(CacheError):
 class PublishError(S3ProxyError):
     """A publish could not finish: a file failed after its retries, changed while it was
     sent, or the bucket cannot be written. The message is one line, fit for the user."""
+
+
+class GroupUnavailable(S3ProxyError):
+    """Redis, which a group of instances shares purges through, could not be reached or
+    failed a command (the message says how)."""
 
 
 #: The status and message of a failure before the response started, by exception class; the

@@ -70,11 +70,13 @@ def management_app(resources: Resources) -> Router:
         if target is None:
             summary = await asyncio.to_thread(cache.clear)
             _logger.info("cache_cleared", **summary)
-            return JSONResponse({"cleared": True, **summary})
+            told = await tell_group(resources, [("clear", "")])
+            return JSONResponse({"cleared": True, **summary, **told})
         kind, value = target
         dropped = await asyncio.to_thread(cache.purge, **{kind: value})
         _logger.info("cache_purged", **{kind: value}, dropped=len(dropped))
-        return JSONResponse({"cleared": True, kind: value, "dropped": dropped})
+        told = await tell_group(resources, [(kind, value)])
+        return JSONResponse({"cleared": True, kind: value, "dropped": dropped, **told})
 
     async def stats(request: Request) -> Response:
         denied = check_bearer(request.headers.get("authorization"), auth_key)
@@ -97,7 +99,8 @@ def management_app(resources: Resources) -> Router:
     async def ready(request: Request) -> Response:
         problems = await readiness(resources)
         status = 503 if problems else 200
-        return JSONResponse({"ready": not problems, "problems": problems}, status)
+        details = {} if resources.group is None else {"group": resources.group.status()}
+        return JSONResponse({"ready": not problems, "problems": problems, **details}, status)
 
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await PlainTextResponse("Not Found\n", 404)(scope, receive, send)
@@ -114,6 +117,14 @@ def management_app(resources: Resources) -> Router:
         ],
         default=not_found,
     )
+
+
+async def tell_group(resources: Resources, operations: list[tuple[str, str]]) -> dict[str, Any]:
+    """``{"group": ...}``: the other instances told of cache operations applied here, and how
+    many acknowledged within a second (``{}`` without ``--redis-url``)."""
+    if resources.group is None:
+        return {}
+    return {"group": await resources.group.invalidated(operations)}
 
 
 def purge_target(query: str, site: SiteConfig) -> tuple[str, str] | Rejected | None:
@@ -156,7 +167,8 @@ def metrics_exposition(resources: Resources) -> tuple[bytes, str]:
 
     stats = resources.cache.stats()
     directory = prometheus.multiprocess_dir(resources.config.cache.cache_dir)
-    return prometheus.scrape(directory, stats["disk_entries"], stats["disk_bytes"])
+    redis = None if resources.group is None else resources.group.connected
+    return prometheus.scrape(directory, stats["disk_entries"], stats["disk_bytes"], redis)
 
 
 async def readiness(resources: Resources) -> list[str]:

@@ -30,8 +30,9 @@ SERVER, MANAGEMENT, S3, CACHE, SITE, LOGS = (
 )
 GEOIP, AKUMULI, MONGO, ILP = "GeoIP", "Akumuli sink", "MongoDB sink", "Line protocol sink"
 SINKS = "Metrics sinks"
+INSTANCES = "Group of instances"
 #: The order of the groups in ``--help``.
-GROUPS = (SERVER, S3, CACHE, SITE, MANAGEMENT, LOGS, SINKS, GEOIP, AKUMULI, MONGO, ILP)
+GROUPS = (SERVER, S3, CACHE, SITE, MANAGEMENT, INSTANCES, LOGS, SINKS, GEOIP, AKUMULI, MONGO, ILP)
 
 
 def default_cache_dir() -> str:
@@ -285,4 +286,26 @@ class SinksConfig:
 
     def __post_init__(self) -> None:
         check(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupConfig:
+    """Instances behind one load balancer that share purges through Redis (s3proxy.group);
+    off, and nothing of it imported, without a URL."""
+
+    redis_url: str | None = setting(  # secret: the URL may hold the password
+        None, group=INSTANCES, secret=True, shown="none: this instance alone",
+        help="Redis that a group of instances shares clears and purges through: "
+        "redis://host:6379/0, rediss:// for TLS, unix:///path.sock.")
+    redis_password: str | None = setting(
+        None, group=INSTANCES, secret=True,
+        help="Redis password, when the URL has none (safer in S3PROXY_REDIS_PASSWORD than "
+        "on the command line).")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.redis_url is not None:
+            scheme = self.redis_url.partition("://")[0]
+            if scheme not in ("redis", "rediss", "unix"):
+                raise fail(self, "redis_url", "use redis://, rediss:// or unix://")
 # fmt: on

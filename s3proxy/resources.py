@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from s3proxy.cache import Cache
 from s3proxy.config import CacheConfig, Config
@@ -13,6 +14,9 @@ from s3proxy.readthrough import ReadThrough
 from s3proxy.sinks.factory import wanted as sinks_wanted
 from s3proxy.sinks.process import SinkClient
 from s3proxy.site import Site
+
+if TYPE_CHECKING:
+    from s3proxy.group import Group
 
 
 def open_cache(part: CacheConfig, bucket: str) -> Cache:
@@ -37,6 +41,7 @@ class Resources:
     origin: Origin
     site: Site
     sinks: SinkClient | None  # None: no sink configured, not "not yet started"
+    group: Group | None  # None: no --redis-url
 
     @classmethod
     async def open(cls, config: Config, stack: contextlib.AsyncExitStack) -> Resources:
@@ -63,4 +68,11 @@ class Resources:
             sinks.start()
             stack.push_async_callback(sinks.close)
         site = Site(config.site, readthrough, recorder=sinks)
-        return cls(config, cache, origin, site, sinks)
+        group = None
+        if config.group.redis_url is not None:
+            from s3proxy.group import Group  # only then: redis-py is not even imported
+
+            group = Group(config.group, cache, config.origin.bucket)
+            await group.start()
+            stack.push_async_callback(group.close)
+        return cls(config, cache, origin, site, sinks, group)

@@ -36,6 +36,8 @@ OWNERS = {
     "bson": {"sinks/mongo.py"},
     "maxminddb": {"sinks/geoip.py"},
     "websockets": {"sinks/geoip.py"},
+    # --redis-url: a group of instances; group/__init__.py's docstring says why a stream.
+    "redis": {"group/bus.py"},
 }
 
 

@@ -574,7 +574,7 @@ def test_readme_option_table_matches_help() -> None:
 # -- help and errors ----------------------------------------------------------------------------
 
 HELP_GROUPS = [
-    "Server", "S3", "Cache", "Website", "Management", "Logging",
+    "Server", "S3", "Cache", "Website", "Management", "Group of instances", "Logging",
     "Metrics sinks", "GeoIP", "Akumuli sink", "MongoDB sink", "Line protocol sink",
 ]  # fmt: skip
 

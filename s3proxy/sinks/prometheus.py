@@ -169,22 +169,29 @@ def prepare_multiprocess(cache_dir: str) -> str:
     return str(directory)
 
 
-def scrape(directory: str, cache_entries: int, cache_bytes: int) -> tuple[bytes, str]:
+def scrape(
+    directory: str, cache_entries: int, cache_bytes: int, redis: bool | None = None
+) -> tuple[bytes, str]:
     """For ``/_proxy/_private/metrics`` in a worker: the sum of every sink process's metric
-    files in ``directory``, plus the disk cache's size as the worker sees it. Reads files
-    only; the worker's own prometheus_client state is not used."""
+    files in ``directory``, plus the disk cache's size as the worker sees it and, with
+    ``--redis-url``, whether it reaches Redis (``redis``). Reads files only; the worker's own
+    prometheus_client state is not used."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
     from prometheus_client import generate_latest as render
     from prometheus_client.core import GaugeMetricFamily
 
     class CacheSize:
         def collect(self) -> list[GaugeMetricFamily]:
-            return [
+            gauges = [
                 GaugeMetricFamily(
                     "s3proxy_cache_entries", "Objects in the disk cache.", cache_entries
                 ),
                 GaugeMetricFamily("s3proxy_cache_bytes", "Bytes in the disk cache.", cache_bytes),
             ]
+            if redis is not None:
+                help_ = "1 if this instance reaches the group's Redis (--redis-url), else 0."
+                gauges.append(GaugeMetricFamily("s3proxy_redis_connected", help_, int(redis)))
+            return gauges
 
     registry = CollectorRegistry()
     registry.register(MetricFiles(directory))

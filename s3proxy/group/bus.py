@@ -1,0 +1,201 @@
+"""The only module importing ``redis`` (redis-py's asyncio client): the group's keys in Redis
+and the few operations on them. Every Redis or socket failure leaves as
+:class:`~s3proxy.exceptions.GroupUnavailable`.
+
+Keys, under ``s3proxy:<bucket>:`` (another bucket, or another Redis database in the URL, is
+another group)::
+
+    events      a stream of events: fields v, epoch, type, body, origin     (XADD, XREAD)
+    version     the last event's version                                  (INCR)
+    epoch       a random name for this Redis's data set, made by the first (SET NX)
+                writer: if Redis loses its data, versions start again in a new epoch
+    members     instance -> UNIX time of its last heartbeat               (ZADD)
+    acks:<id>   the instances that applied event <id>, for 60 s           (RPUSH, BLPOP)
+
+The version and the stream entry are made by one script, so a version is never taken
+without its event (a hole in versions would make every instance clear for nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from s3proxy.exceptions import GroupUnavailable
+
+#: Entries the stream keeps (about): an instance further behind than this clears instead.
+STREAM_LENGTH = 10_000
+#: Seconds after its last heartbeat that an instance is no longer counted as a member.
+MEMBER_TTL = 10
+#: Seconds an event's acknowledgements are kept.
+ACK_TTL = 60
+
+_HEAD = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+local id = '0-0'
+if #last > 0 then id = last[1][1] end
+return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0'), id}
+"""
+_PUBLISH = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local epoch = redis.call('GET', KEYS[1])
+local v = redis.call('INCR', KEYS[2])
+local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
+    'v', v, 'epoch', epoch, 'type', ARGV[2], 'body', ARGV[3], 'origin', ARGV[4])
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))
+return {v, id, redis.call('ZCARD', KEYS[4])}
+"""
+_HEARTBEAT = """
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stream entry. ``body`` is the type's JSON payload (see :mod:`s3proxy.group`)."""
+
+    id: str
+    version: int
+    epoch: str
+    type: str
+    body: Any
+    origin: str
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The group's newest point: its epoch, last version and last stream id."""
+
+    epoch: str
+    version: int
+    last_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    version: int
+    id: str
+    #: Instances that sent a heartbeat in the last :data:`MEMBER_TTL` seconds.
+    members: int
+
+
+@asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    """Redis's and the socket's errors as :class:`GroupUnavailable`."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise GroupUnavailable(str(exc) or type(exc).__name__) from exc
+
+
+class Bus:
+    """The group's keys in one Redis. Connections are made on first use and again after a
+    failure; each call raises :class:`GroupUnavailable` when Redis cannot answer, at once
+    (no retries: the caller decides) or after ``timeout`` seconds."""
+
+    def __init__(
+        self, url: str, password: str | None, namespace: str, timeout: float = 3.0
+    ) -> None:
+        options: dict[str, Any] = {}
+        if password is not None and urlsplit(url).password is None:
+            options["password"] = password
+        self._redis = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_connect_timeout=min(timeout, 1.0),
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+            **options,
+        )
+        self._keys = [namespace + name for name in ("epoch", "version", "events", "members")]
+        self._acks = namespace + "acks:"
+        self._head = self._redis.register_script(_HEAD)
+        self._publish = self._redis.register_script(_PUBLISH)
+        self._heartbeat = self._redis.register_script(_HEARTBEAT)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def head(self) -> Head:
+        """The newest point, making the epoch if this Redis has none."""
+        async with _translated():
+            epoch, version, last_id = await self._head(self._keys, [secrets.token_hex(8)])
+        return Head(epoch, int(version), last_id)
+
+    async def publish(self, type_: str, body: Any, origin: str) -> Published:
+        """Append an event (the next version) and count the live members."""
+        args: list[str | int] = [
+            *(secrets.token_hex(8), type_, json.dumps(body), origin),
+            *(STREAM_LENGTH, MEMBER_TTL),
+        ]
+        async with _translated():
+            version, id_, members = await self._publish(self._keys, args)
+        return Published(int(version), id_, int(members))
+
+    async def read(self, after: str, block: float, count: int = 100) -> list[Event]:
+        """Events after stream id ``after``, oldest first; waits up to ``block`` seconds for
+        one if there is none yet."""
+        streams: dict[Any, Any] = {self._keys[2]: after}
+        async with _translated():
+            answer = await self._redis.xread(streams, count=count, block=int(block * 1000))
+        # RESP2, decoded: [[stream, [(id, {field: value}), ...]]], or None after ``block``.
+        read = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], answer or [])
+        return [_event(id_, fields) for _, entries in read for id_, fields in entries]
+
+    async def heartbeat(self, instance: str) -> int:
+        """Mark ``instance`` alive now; the number of live members."""
+        async with _translated():
+            members = await self._heartbeat([self._keys[3]], [instance, MEMBER_TTL])
+        return int(members)
+
+    async def leave(self, instance: str) -> None:
+        async with _translated():
+            await self._redis.zrem(self._keys[3], instance)
+
+    async def ack(self, event_id: str, instance: str) -> None:
+        key = self._acks + event_id
+        async with _translated():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.rpush(key, instance)
+            pipe.expire(key, ACK_TTL)
+            await pipe.execute()
+
+    async def acks(self, event_id: str, wanted: int, within: float) -> int:
+        """How many instances acknowledged ``event_id``: waits until ``wanted`` have or
+        ``within`` seconds pass, whichever is first."""
+        key, seen = self._acks + event_id, 0
+        deadline = time.monotonic() + within
+        async with _translated():
+            while seen < wanted:
+                left = deadline - time.monotonic()
+                if left <= 0 or not await self._redis.blpop([key], timeout=left):
+                    break
+                seen += 1
+        return seen
+
+
+def _event(id_: str, fields: dict[str, str]) -> Event:
+    return Event(
+        id=id_,
+        version=int(fields["v"]),
+        epoch=fields["epoch"],
+        type=fields["type"],
+        body=json.loads(fields["body"]),
+        origin=fields["origin"],
+    )

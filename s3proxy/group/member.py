@@ -1,0 +1,240 @@
+"""One worker's part in the group: it follows the stream and applies what other instances
+published, publishes what this instance purged, and keeps it while Redis is away (the design
+is in :mod:`s3proxy.group`'s docstring)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from s3proxy import logging as log
+from s3proxy.cache import Cache
+from s3proxy.config import GroupConfig
+from s3proxy.exceptions import GroupUnavailable, S3ProxyError
+from s3proxy.group.bus import Bus, Event, Head
+from s3proxy.group.state import InstanceState, Step, step
+
+#: Event types. ``site_put``/``site_delete`` are reserved for runtime sites (issue 13).
+INVALIDATE, SITE_PUT, SITE_DELETE = "invalidate", "site_put", "site_delete"
+#: Seconds Redis may be away before the instance clears its cache on its return.
+OUTAGE_GRACE = 5.0
+#: Seconds a publisher waits for the other instances' acknowledgements.
+ACK_WAIT = 1.0
+#: Seconds each read waits for an event (also how soon a silent Redis is noticed).
+BLOCK = 1.0
+#: Seconds between heartbeats (so readiness shows a joining member within a second).
+HEARTBEAT = 1.0
+#: Seconds before the first reconnection attempt, doubling to the second.
+RETRY = (0.1, 2.0)
+#: Purge operations kept while Redis is away; beyond this, one clear is sent instead.
+UNSENT_LIMIT = 1000
+
+_logger = log.get_logger("s3proxy.group")
+#: A cache operation: ("clear", ""), ("key", key) or ("prefix", prefix).
+Operation = tuple[str, str]
+
+
+def invalidate(cache: Cache, operations: list[Operation]) -> None:
+    """Run ``operations`` on ``cache`` (blocking). A clear makes the rest moot."""
+    if any(kind == "clear" for kind, _ in operations):
+        cache.clear()
+        return
+    for kind, value in operations:
+        cache.purge(**{kind: value})
+
+
+class Group:
+    """Create, :meth:`start` (it returns at once: Redis is reached in the background),
+    :meth:`close`."""
+
+    def __init__(self, part: GroupConfig, cache: Cache, bucket: str) -> None:
+        assert part.redis_url is not None, "no group without --redis-url"
+        self.cache = cache
+        self.grace = OUTAGE_GRACE
+        self.bus = Bus(part.redis_url, part.redis_password, f"s3proxy:{bucket}:")
+        self.state = InstanceState(str(cache.root))
+        self.instance = ""
+        #: This worker's view: Redis answers, the live members, the last version applied.
+        self.connected = False
+        self.members = 0
+        self.version = 0
+        self.error: str | None = None
+        self._handlers: dict[str, Callable[[Any], None]] = {
+            INVALIDATE: lambda body: invalidate(cache, [(k, v) for k, v in body])
+        }
+        self._unsent: list[Operation] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def on(self, type_: str, handler: Callable[[Any], None]) -> None:
+        """Apply events of ``type_`` with ``handler(body)`` (blocking; run in a thread, under
+        the instance's lock, once per instance, in version order)."""
+        self._handlers[type_] = handler
+
+    async def start(self) -> None:
+        known = await asyncio.to_thread(self.state.read)
+        self.instance, self.version = known.instance, known.version
+        self._task = asyncio.create_task(self._follow())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.connected:
+            with contextlib.suppress(GroupUnavailable):
+                await self.bus.leave(self.instance)
+        await self.bus.close()
+
+    def status(self) -> dict[str, Any]:
+        """For ``/_proxy/ready``'s details: this worker's view, from memory."""
+        status: dict[str, Any] = {
+            "redis": "connected" if self.connected else "unreachable",
+            "instance": self.instance,
+            "instances": self.members,
+            "version": self.version,
+        }
+        if not self.connected:
+            status["error"] = self.error
+            status["unsent"] = len(self._unsent)
+        return status
+
+    # -- publishing -------------------------------------------------------------------------
+
+    async def invalidated(self, operations: list[Operation]) -> dict[str, Any]:
+        """Tell the group about cache operations this instance has just applied; for the
+        management answer: how many instances acknowledged within :data:`ACK_WAIT`, and the
+        seconds from publishing to the last acknowledgement (or to giving up)."""
+        if self.connected:
+            started = time.monotonic()
+            try:
+                sent = await self.bus.publish(INVALIDATE, operations, self.instance)
+            except GroupUnavailable as exc:
+                self.error = str(exc)
+            else:
+                try:
+                    acknowledged = await self.bus.acks(sent.id, sent.members, ACK_WAIT)
+                except GroupUnavailable:
+                    acknowledged = 0
+                return {
+                    "version": sent.version,
+                    "instances": sent.members,
+                    "acknowledged": acknowledged,
+                    "seconds": round(time.monotonic() - started, 4),
+                }
+        self._keep(operations)
+        return {"redis": "unreachable", "applied": "here only; sent when Redis is back"}
+
+    def _keep(self, operations: list[Operation]) -> None:
+        self._unsent += operations
+        if len(self._unsent) > UNSENT_LIMIT:
+            self._unsent = [("clear", "")]
+
+    async def _send_unsent(self) -> None:
+        if self._unsent:
+            operations, self._unsent = self._unsent, []
+            await self.bus.publish(INVALIDATE, operations, self.instance)
+            _logger.info("group_unsent_published", operations=len(operations))
+
+    # -- following --------------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        """Join, read and apply events until cancelled; reconnect after failures."""
+        delay = RETRY[0]
+        while True:
+            try:
+                cursor = await self._join()
+                delay = RETRY[0]
+                await self._read_from(cursor)
+            except GroupUnavailable as exc:
+                self.connected, self.error = False, str(exc)
+                await asyncio.to_thread(self._went_down, str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY[1])
+
+    async def _join(self) -> str:
+        head = await self.bus.head()
+        cursor = await asyncio.to_thread(self._reconcile, head)
+        self.members = await self.bus.heartbeat(self.instance)
+        self.connected, self.error = True, None
+        await self._send_unsent()
+        return cursor
+
+    async def _read_from(self, cursor: str) -> None:
+        beat = time.monotonic()
+        while True:
+            for event in await self.bus.read(cursor, BLOCK):
+                if await asyncio.to_thread(self._apply, event):
+                    await self.bus.ack(event.id, self.instance)
+                cursor = event.id
+            if time.monotonic() - beat >= HEARTBEAT:
+                self.members = await self.bus.heartbeat(self.instance)
+                beat = time.monotonic()
+
+    # -- under the instance's lock (blocking, in a thread) ----------------------------------
+
+    def _went_down(self, error: str) -> None:
+        with self.state.locked() as known:
+            if known.down_since is None:  # the first worker to notice logs, once
+                known.down_since = time.time()
+                _logger.warning("redis_unreachable", error=error)
+
+    def _reconcile(self, head: Head) -> str:
+        """On (re)connection: clear if Redis lost its data or was away too long; the stream
+        id to read on from."""
+        with self.state.locked() as known:
+            reason = None
+            if known.epoch is None:
+                pass  # a new instance: its cache has seen nothing to catch up on
+            elif known.epoch != head.epoch:
+                reason = "redis lost its data"
+            elif known.down_since is not None and time.time() - known.down_since > self.grace:
+                reason = f"redis was away more than {self.grace:g} s"
+            if reason is not None:
+                self._clear(reason)
+            if reason is not None or known.epoch is None:
+                known.epoch, known.version, known.last_id = head.epoch, head.version, head.last_id
+            if known.down_since is not None:
+                away = round(time.time() - known.down_since, 3)
+                _logger.info("redis_reconnected", away=away, cleared=reason is not None)
+                known.down_since = None
+            self.version = known.version
+            return known.last_id
+
+    def _apply(self, event: Event) -> bool:
+        """Apply ``event`` if this instance has not; whether it did (then it acknowledges)."""
+        with self.state.locked() as known:
+            if event.epoch != known.epoch:  # Redis lost its data since we joined
+                what = Step.CLEAR
+                known.epoch = event.epoch
+            else:
+                what = step(known.version, event.version)
+            if what is Step.SKIP:
+                return False
+            if what is Step.CLEAR:
+                self._clear(f"missed events before version {event.version}")
+            if event.origin != known.instance:  # the origin applied it before publishing
+                self._run(event)
+            known.version, known.last_id = event.version, event.id
+            self.version = event.version
+            return True
+
+    def _run(self, event: Event) -> None:
+        handler = self._handlers.get(event.type)
+        if handler is None:
+            _logger.warning("group_event_unknown", type=event.type, version=event.version)
+            return
+        try:
+            handler(event.body)
+        except S3ProxyError as exc:
+            _logger.error("group_event_failed", type=event.type, error=str(exc))
+            return
+        _logger.info(
+            "group_event_applied", type=event.type, version=event.version, origin=event.origin
+        )
+
+    def _clear(self, reason: str) -> None:
+        summary = self.cache.clear()
+        _logger.warning("group_cache_cleared", reason=reason, **summary)

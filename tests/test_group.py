@@ -1,0 +1,217 @@
+"""A group of instances on one Redis (``--redis-url``): purges everywhere, Redis away, catching
+up. s3proxy under uvicorn in this process, one cache dir each, a real ``redis-server``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from s3proxy.group import member
+from s3proxy.group.state import InstanceState, Step, step
+from tests.group_servers import REDIS_SERVER, RedisServer
+from tests.servers import ProxyServer
+from tests.sink_servers import wait_for
+
+AUTH = {"authorization": "Bearer test-token"}
+
+
+@pytest.mark.parametrize(
+    ("applied", "version", "expected"),
+    [
+        pytest.param(4, 5, Step.APPLY, id="next"),
+        pytest.param(5, 5, Step.SKIP, id="applied-by-a-sibling"),
+        pytest.param(7, 5, Step.SKIP, id="older"),
+        pytest.param(4, 7, Step.CLEAR, id="gap"),
+        pytest.param(0, 1, Step.APPLY, id="first"),
+    ],
+)
+def test_step(applied: int, version: int, expected: Step) -> None:
+    """An event is applied if it is the next version, skipped if applied, and a gap clears."""
+    assert step(applied, version) is expected
+
+
+def test_instance_state_is_made_once_and_kept(tmp_path: Path) -> None:
+    """The instance id is written on first read and read back by the next process."""
+    first = InstanceState(str(tmp_path)).read()
+    with InstanceState(str(tmp_path)).locked() as known:
+        assert known.instance == first.instance
+        known.version = 7
+    assert InstanceState(str(tmp_path)).read().version == 7
+
+
+def test_no_redis_import_without_the_flag() -> None:
+    """Without --redis-url the server's modules do not load redis-py at all."""
+    code = (
+        "import sys, s3proxy.cli, s3proxy.app, s3proxy.resources, s3proxy.management;"
+        "assert 'redis' not in sys.modules and 's3proxy.group' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    (tmp_path / "redis").mkdir()
+    with RedisServer(tmp_path / "redis").running() as server:
+        yield server
+
+
+def group_status(server: ProxyServer) -> dict[str, Any]:
+    status: dict[str, Any] = httpx.get(server.url + "/_proxy/ready").json()["group"]
+    return status
+
+
+def joined(servers: list[ProxyServer]) -> bool:
+    return all(
+        (s := group_status(server))["redis"] == "connected" and s["instances"] == len(servers)
+        for server in servers
+    )
+
+
+@pytest.fixture
+def instances(
+    redis_server: RedisServer, start_proxy: Callable[..., ProxyServer], tmp_path: Path
+) -> Callable[[int], list[ProxyServer]]:
+    """``instances(n)``: n servers in one group, each its own cache dir, every one joined.
+    (Redis is set up first so that it stops last.)"""
+
+    def start(n: int) -> list[ProxyServer]:
+        servers = [
+            start_proxy(
+                cache_dir=str(tmp_path / f"cache-{i}"), ttl=3600, redis_url=redis_server.url
+            )
+            for i in range(n)
+        ]
+        wait_for(lambda: joined(servers), what="every instance in the group")
+        return servers
+
+    return start
+
+
+def bodies(servers: list[ProxyServer], path: str) -> list[bytes]:
+    return [httpx.get(server.url + path).content for server in servers]
+
+
+def seconds(answer: dict[str, Any]) -> dict[str, float]:
+    """The answer's publish-to-last-acknowledgement time (acknowledgements are counted only
+    within a second, so ``acknowledged`` is what says "in time")."""
+    took: float = answer["group"]["seconds"]
+    return {"seconds": took}
+
+
+def purge(server: ProxyServer, query: str = "") -> dict[str, Any]:
+    answer = httpx.delete(server.url + "/_proxy/_private/_cache/clear" + query, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def test_purge_on_one_instance_reaches_every_instance(
+    instances: Callable[[int], list[ProxyServer]], put: Callable[..., None]
+) -> None:
+    """A path purge through one instance drops the page on the others too; the answer says
+    both instances acknowledged."""
+    servers = instances(2)
+    put("page.html", b"v1")
+    assert bodies(servers, "/page.html") == [b"v1", b"v1"]
+    put("page.html", b"v2")
+    assert bodies(servers, "/page.html") == [b"v1", b"v1"]  # cached for an hour
+    answer = purge(servers[0], "?path=/page.html")
+    assert answer["group"] == {"version": 1, "instances": 2, "acknowledged": 2} | seconds(answer)
+    assert bodies(servers, "/page.html") == [b"v2", b"v2"]
+
+
+def test_clear_and_prefix_reach_every_instance(
+    instances: Callable[[int], list[ProxyServer]], put: Callable[..., None]
+) -> None:
+    """A prefix purge and a clear, each through the other instance, apply everywhere in
+    version order."""
+    servers = instances(2)
+    put("docs/a.html", b"a1")
+    put("b.html", b"b1")
+    assert bodies(servers, "/docs/a.html") + bodies(servers, "/b.html") == [b"a1"] * 2 + [b"b1"] * 2
+    put("docs/a.html", b"a2")
+    put("b.html", b"b2")
+    assert purge(servers[1], "?prefix=/docs/")["group"]["acknowledged"] == 2
+    assert bodies(servers, "/docs/a.html") + bodies(servers, "/b.html") == [b"a2"] * 2 + [b"b1"] * 2
+    answer = purge(servers[0])
+    assert answer["group"] == {"version": 2, "instances": 2, "acknowledged": 2} | seconds(answer)
+    assert bodies(servers, "/b.html") == [b"b2", b"b2"]
+
+
+def test_redis_away_briefly_purges_apply_here_and_are_sent_on_return(
+    instances: Callable[[int], list[ProxyServer]],
+    put: Callable[..., None],
+    redis_server: RedisServer,
+) -> None:
+    """Redis away (restarted with its data): both instances keep serving, a purge applies on
+    the instance that got it and reaches the other when Redis is back; nothing else is
+    cleared after so short an outage."""
+    servers = instances(2)
+    put("page.html", b"v1")
+    put("other.html", b"o1")
+    assert (
+        bodies(servers, "/page.html") + bodies(servers, "/other.html") == [b"v1"] * 2 + [b"o1"] * 2
+    )
+    put("page.html", b"v2")
+    put("other.html", b"o2")
+    redis_server.shutdown_saving()
+    wait_for(lambda: all(group_status(s)["redis"] == "unreachable" for s in servers))
+    answer = purge(servers[0], "?path=/page.html")
+    assert answer["group"]["redis"] == "unreachable"
+    assert bodies(servers, "/page.html") == [b"v2", b"v1"]  # applied here only, so far
+    redis_server.start()
+    wait_for(lambda: bodies(servers, "/page.html") == [b"v2", b"v2"], what="the unsent purge")
+    assert bodies(servers, "/other.html") == [b"o1", b"o1"]  # not cleared: no event was missed
+
+
+def test_redis_away_longer_than_the_grace_clears_on_return(
+    instances: Callable[[int], list[ProxyServer]],
+    put: Callable[..., None],
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An instance whose Redis was away longer than the grace period clears its cache when
+    Redis is back, even with the same data: another instance may have purged meanwhile."""
+    monkeypatch.setattr(member, "OUTAGE_GRACE", 0.2)
+    servers = instances(2)
+    put("other.html", b"o1")
+    assert bodies(servers, "/other.html") == [b"o1", b"o1"]
+    put("other.html", b"o2")
+    redis_server.shutdown_saving()
+    wait_for(lambda: all(group_status(s)["redis"] == "unreachable" for s in servers))
+    assert bodies(servers, "/other.html") == [b"o1", b"o1"]  # still served from the caches
+    time.sleep(0.3)  # the outage itself: longer than the grace period
+    redis_server.start()
+    wait_for(lambda: joined(servers), what="both back in the group")
+    assert bodies(servers, "/other.html") == [b"o2", b"o2"]
+
+
+def test_readiness_and_gauge_show_redis(
+    start_proxy: Callable[..., ProxyServer], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """/_proxy/ready stays 200 with Redis away and says so in its details; the Prometheus
+    gauge s3proxy_redis_connected goes from 1 to 0."""
+    server = start_proxy(ttl=3600, redis_url=redis_server.url, prometheus=True)
+    wait_for(lambda: joined([server]))
+
+    def gauge() -> str:
+        text = httpx.get(server.url + "/_proxy/_private/metrics", headers=AUTH).text
+        (line,) = [x for x in text.splitlines() if x.startswith("s3proxy_redis_connected ")]
+        return line.split()[1]
+
+    assert gauge() == "1.0"
+    redis_server.kill()
+    wait_for(lambda: group_status(server)["redis"] == "unreachable")
+    ready = httpx.get(server.url + "/_proxy/ready")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert "Connection refused" in ready.json()["group"]["error"]
+    assert gauge() == "0.0"
