@@ -3,6 +3,7 @@ up. s3proxy under uvicorn in this process, one cache dir each, a real ``redis-se
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from s3proxy.group import member
+from s3proxy.group.bus import Bus
 from s3proxy.group.state import InstanceState, Step, step
 from tests.group_servers import REDIS_SERVER, RedisServer
 from tests.servers import ProxyServer
@@ -193,6 +195,26 @@ def test_redis_away_longer_than_the_grace_clears_on_return(
     redis_server.start()
     wait_for(lambda: joined(servers), what="both back in the group")
     assert bodies(servers, "/other.html") == [b"o2", b"o2"]
+
+
+def test_an_unknown_event_type_is_skipped_in_order(
+    instances: Callable[[int], list[ProxyServer]], redis_server: RedisServer, bucket: str
+) -> None:
+    """An event type this version does not apply (``site_put``, reserved for runtime sites)
+    is acknowledged and skipped; the versions after it apply as usual."""
+    servers = instances(2)
+
+    async def publish() -> tuple[int, int]:
+        bus = Bus(redis_server.url, None, f"s3proxy:{bucket}:")
+        try:
+            sent = await bus.publish(member.SITE_PUT, {"name": "docs"}, "a-newer-instance")
+            return sent.version, await bus.acks(sent.id, 2, member.ACK_WAIT)
+        finally:
+            await bus.close()
+
+    assert asyncio.run(publish()) == (1, 2)
+    answer = purge(servers[0])
+    assert answer["group"] == {"version": 2, "instances": 2, "acknowledged": 2} | seconds(answer)
 
 
 def test_readiness_and_gauge_show_redis(

@@ -149,10 +149,15 @@ class Group:
                 delay = RETRY[0]
                 await self._read_from(cursor)
             except GroupUnavailable as exc:
-                self.connected, self.error = False, str(exc)
-                await asyncio.to_thread(self._went_down, str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY[1])
+                error = str(exc)
+            except S3ProxyError as exc:  # group.json cannot be written: follow again later
+                error = str(exc)
+                _logger.error("group_state_failed", error=error)
+            self.connected, self.error = False, error
+            with contextlib.suppress(S3ProxyError):
+                await asyncio.to_thread(self._went_down, error)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY[1])
 
     async def _join(self) -> str:
         head = await self.bus.head()
