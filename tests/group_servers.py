@@ -36,19 +36,27 @@ class RedisServer:
     """``redis-server`` on a loopback port, without persistence: a restart after :meth:`kill`
     comes back empty, as a Redis that lost its data does."""
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None, tls: bool = False) -> None:
         self.directory = directory
         self.password = password
+        #: TLS only (``rediss://``), with a certificate for 127.0.0.1 from :attr:`ca`.
+        self.ca = make_certificates(directory) if tls else None
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.ca else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         assert REDIS_SERVER is not None
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"]
+        if self.ca is not None:
+            certificate, key = self.directory / "server.crt", self.directory / "server.key"
+            args = [REDIS_SERVER, "--port", "0", "--tls-port", str(self.port)]
+            args += ["--bind", "127.0.0.1", "--tls-auth-clients", "no"]
+            args += ["--tls-cert-file", str(certificate), "--tls-key-file", str(key)]
+            args += ["--tls-ca-cert-file", str(self.ca)]
         args += ["--save", "", "--appendonly", "no", "--dir", str(self.directory)]
         if self.password is not None:
             args += ["--requirepass", self.password]
@@ -80,6 +88,24 @@ class RedisServer:
             yield self
         finally:
             self.kill()
+
+
+def make_certificates(directory: Path) -> Path:
+    """A throwaway CA and a certificate for 127.0.0.1 it signed (``server.crt``/``.key``) in
+    ``directory``; the CA's certificate file."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.crt", "-days", "1", "-subj", "/CN=s3proxy test CA")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+            "server.csr", "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "1",
+            "-extfile", "san.ext")  # fmt: skip
+    return directory / "ca.crt"
 
 
 NGINX_CONF = """\

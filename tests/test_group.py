@@ -217,6 +217,41 @@ def test_an_unknown_event_type_is_skipped_in_order(
     assert answer["group"] == {"version": 2, "instances": 2, "acknowledged": 2} | seconds(answer)
 
 
+def test_tls_and_a_password(
+    start_proxy: Callable[..., ProxyServer],
+    put: Callable[..., None],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """rediss:// to a Redis that speaks only TLS, its certificate checked against a private CA
+    (OpenSSL's SSL_CERT_FILE), the password from --redis-password: a purge still reaches the
+    other instance."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    (tmp_path / "redis").mkdir()
+    redis = RedisServer(tmp_path / "redis", password="tls-secret", tls=True)
+    assert redis.ca is not None
+    monkeypatch.setenv("SSL_CERT_FILE", str(redis.ca))
+    with redis.running():
+        servers = [
+            start_proxy(
+                cache_dir=str(tmp_path / f"cache-{i}"),
+                ttl=3600,
+                redis_url=redis.url,
+                redis_password="tls-secret",
+            )
+            for i in range(2)
+        ]
+        wait_for(lambda: joined(servers), what="both instances over TLS")
+        put("page.html", b"v1")
+        assert bodies(servers, "/page.html") == [b"v1", b"v1"]
+        put("page.html", b"v2")
+        assert purge(servers[1], "?path=/page.html")["group"]["acknowledged"] == 2
+        assert bodies(servers, "/page.html") == [b"v2", b"v2"]
+        for server in servers:
+            server.stop()  # before Redis goes
+
+
 def test_readiness_and_gauge_show_redis(
     start_proxy: Callable[..., ProxyServer], redis_server: RedisServer, tmp_path: Path
 ) -> None:
