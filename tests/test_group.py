@@ -197,6 +197,30 @@ def test_redis_away_longer_than_the_grace_clears_on_return(
     assert bodies(servers, "/other.html") == [b"o2", b"o2"]
 
 
+def test_an_instance_restarted_on_its_disk_catches_up(
+    instances: Callable[[int], list[ProxyServer]],
+    start_proxy: Callable[..., ProxyServer],
+    put: Callable[..., None],
+) -> None:
+    """An instance stopped while another purged applies that purge when it starts again on
+    the same cache dir, and keeps the rest of its cache: the stream proves nothing else was
+    missed."""
+    first, second = instances(2)
+    put("page.html", b"v1")
+    put("other.html", b"o1")
+    assert bodies([second], "/page.html") + bodies([second], "/other.html") == [b"v1", b"o1"]
+    second.stop()
+    put("page.html", b"v2")
+    put("other.html", b"o2")
+    assert purge(first, "?path=/page.html")["group"]["acknowledged"] == 1
+    config = second.config
+    again = start_proxy(
+        cache_dir=config.cache.cache_dir, ttl=3600, redis_url=config.group.redis_url
+    )
+    wait_for(lambda: group_status(again)["version"] == 1, what="the missed purge applied")
+    assert bodies([again], "/page.html") + bodies([again], "/other.html") == [b"v2", b"o1"]
+
+
 def test_an_unknown_event_type_is_skipped_in_order(
     instances: Callable[[int], list[ProxyServer]], redis_server: RedisServer, bucket: str
 ) -> None:
