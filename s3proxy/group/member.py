@@ -130,12 +130,16 @@ class Group:
     def _keep(self, operations: list[Operation]) -> None:
         self._unsent += operations
         if len(self._unsent) > UNSENT_LIMIT:
-            self._unsent = [("clear", "")]
+            self._unsent[:] = [("clear", "")]
 
     async def _send_unsent(self) -> None:
-        if self._unsent:
-            operations, self._unsent = self._unsent, []
+        """Publish what was purged here while Redis was away; if that fails, it stays kept
+        for the next return (purges kept meanwhile are sent then too)."""
+        operations = list(self._unsent)
+        if operations:
             await self.bus.publish(INVALIDATE, operations, self.instance)
+            if self._unsent[: len(operations)] == operations:  # else replaced by one clear
+                del self._unsent[: len(operations)]
             _logger.info("group_unsent_published", operations=len(operations))
 
     # -- following --------------------------------------------------------------------------
