@@ -220,7 +220,8 @@ class Group:
                 known.epoch = event.epoch
             else:
                 what = step(known.version, event.version)
-            if what is Step.SKIP:
+            if what is Step.SKIP:  # a sibling worker applied it: this one's view catches up
+                self.version = known.version
                 return False
             if what is Step.CLEAR:
                 self._clear(f"missed events before version {event.version}")
