@@ -104,28 +104,38 @@ class Group:
     # -- publishing -------------------------------------------------------------------------
 
     async def invalidated(self, operations: list[Operation]) -> dict[str, Any]:
-        """Tell the group about cache operations this instance has just applied; for the
-        management answer: how many instances acknowledged within :data:`ACK_WAIT`, and the
-        seconds from publishing to the last acknowledgement (or to giving up)."""
-        if self.connected:
-            started = time.monotonic()
-            try:
-                sent = await self.bus.publish(INVALIDATE, operations, self.instance)
-            except GroupUnavailable as exc:
-                self.error = str(exc)
-            else:
-                try:
-                    acknowledged = await self.bus.acks(sent.id, sent.members, ACK_WAIT)
-                except GroupUnavailable:
-                    acknowledged = 0
-                return {
-                    "version": sent.version,
-                    "instances": sent.members,
-                    "acknowledged": acknowledged,
-                    "seconds": round(time.monotonic() - started, 4),
-                }
-        self._keep(operations)
-        return {"redis": "unreachable", "applied": "here only; sent when Redis is back"}
+        """Tell the group about cache operations this instance has just applied (for the
+        management answer, see :meth:`publish`); with Redis away, keep them to send on its
+        return."""
+        try:
+            return await self.publish(INVALIDATE, operations)
+        except GroupUnavailable:
+            self._keep(operations)
+            return {"redis": "unreachable", "applied": "here only; sent when Redis is back"}
+
+    async def publish(self, type_: str, body: Any) -> dict[str, Any]:
+        """Publish an event of ``type_`` that this instance has applied itself (the seam for
+        runtime sites: ``site_put``/``site_delete``). Returns its version, the live members,
+        how many acknowledged within :data:`ACK_WAIT` and the seconds from publishing to the
+        last acknowledgement (or to giving up). Raises :class:`GroupUnavailable`."""
+        if not self.connected:
+            raise GroupUnavailable(self.error or "not connected yet")
+        started = time.monotonic()
+        try:
+            sent = await self.bus.publish(type_, body, self.instance)
+        except GroupUnavailable as exc:
+            self.error = str(exc)
+            raise
+        try:
+            acknowledged = await self.bus.acks(sent.id, sent.members, ACK_WAIT)
+        except GroupUnavailable:
+            acknowledged = 0
+        return {
+            "version": sent.version,
+            "instances": sent.members,
+            "acknowledged": acknowledged,
+            "seconds": round(time.monotonic() - started, 4),
+        }
 
     def _keep(self, operations: list[Operation]) -> None:
         self._unsent += operations
