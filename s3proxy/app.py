@@ -76,14 +76,16 @@ class App:
         toucher = asyncio.create_task(_touch_periodically(resources.cache))
         self._stack.push_async_callback(_cancel, toucher)
         self._resources = resources
-        self._site = resources.site
+        # One site and no sites file: straight to it, no routing on the hit path.
+        self._site = resources.hosting if self.config.process.sites_file else resources.site
         self._management = management_app(resources)
         _logger.info(
             "worker_started",
             pid=os.getpid(),
-            bucket=self.config.origin.bucket,
+            bucket=resources.origin.bucket,
             # what botocore took: the flag's, AWS_ENDPOINT_URL_S3's / AWS_ENDPOINT_URL's, AWS's
             endpoint=log.redact_url(resources.origin.endpoint_url),
+            sites=len(resources.hosting.served.hosted),
         )
 
     async def shutdown(self) -> None:

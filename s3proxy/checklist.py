@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 from s3proxy.config import Config, SinksConfig
 from s3proxy.environment import check_environment
-from s3proxy.exceptions import S3ProxyError
+from s3proxy.exceptions import ConfigError, S3ProxyError
+from s3proxy.resources import load_sites
 from s3proxy.sinks.base import Sink
 from s3proxy.sinks.factory import build_enricher, build_sinks
-from s3proxy.startup import Part, check_bucket
+from s3proxy.startup import Part, Verdict, check_bucket, check_sites
 
 #: Seconds a sink or GeoIP service has to accept a connection.
 SINK_TIMEOUT = 5.0
@@ -50,9 +51,25 @@ async def _checks(config: Config) -> list[Item]:
 
 
 async def _s3_items(config: Config) -> list[Item]:
-    """Endpoint, credentials, bucket: the part that failed gets the reason, the parts before
-    it passed, the parts after it could not be checked."""
-    endpoint, verdict = await check_bucket(config)
+    """Endpoint, credentials, bucket of the command line's site, or of each site of the
+    sites file (``site NAME:`` before each item)."""
+    if not config.process.sites_file:
+        endpoint, verdict = await check_bucket(config)
+        return _verdict_items(endpoint, verdict, config.origin.bucket or "", "")
+    try:
+        sites = load_sites(config)
+    except ConfigError as exc:
+        return [Item(False, "sites file", str(exc))]
+    return [
+        item
+        for site, endpoint, verdict in await check_sites(sites)
+        for item in _verdict_items(endpoint, verdict, site.bucket, f"site {site.name}: ")
+    ]
+
+
+def _verdict_items(endpoint: str, verdict: Verdict, bucket: str, label: str) -> list[Item]:
+    """The part that failed gets the reason, the parts before it passed, the parts after it
+    could not be checked."""
     passed = {
         Part.ENDPOINT: f"{endpoint} answers",
         Part.CREDENTIALS: "accepted" if verdict.ok else "not refused",
@@ -61,7 +78,7 @@ async def _s3_items(config: Config) -> list[Item]:
     names = {Part.ENDPOINT: "endpoint", Part.CREDENTIALS: "credentials"}
     items = []
     for part in Part:
-        name = names.get(part, f"bucket {config.origin.bucket}")
+        name = label + names.get(part, f"bucket {bucket}")
         if verdict.failed is None or part < verdict.failed:
             items.append(Item(True, name, passed[part]))
         elif part == verdict.failed:

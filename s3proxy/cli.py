@@ -82,10 +82,16 @@ def shown_default(shown: str | None, default: Any) -> str | bool:
 
 
 def build_config(params: dict[str, Any]) -> Config:
-    """Turn click's parameters into a :class:`Config`; raises :class:`ConfigError`."""
-    if not params.get("bucket"):
+    """Turn click's parameters into a :class:`Config`, and check the sites file it names;
+    raises :class:`ConfigError`."""
+    if not params.get("bucket") and not params.get("sites_file"):
         raise ConfigError("--bucket (or S3_BUCKET) is required; try --demo for a local sample")
-    return Config.build(**params)
+    config = Config.build(**params)
+    if config.process.sites_file:
+        from s3proxy import sitesfile
+
+        sitesfile.load(config.process.sites_file, config)  # refused here, before serving
+    return config
 
 
 def config_options() -> list[click.Parameter]:

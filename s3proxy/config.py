@@ -65,7 +65,7 @@ class Config:
     :meth:`build` and :meth:`replace` take settings by their flat names (``cache_dir``,
     ``port``), which are also the CLI's option names; each name belongs to exactly one part."""
 
-    origin: OriginConfig
+    origin: OriginConfig = field(default_factory=OriginConfig)
     process: ProcessConfig = field(default_factory=ProcessConfig)
     logs: LogsConfig = field(default_factory=LogsConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

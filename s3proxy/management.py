@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+from collections import Counter
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -24,6 +25,7 @@ from s3proxy.config import SiteConfig
 from s3proxy.exceptions import S3ProxyError
 from s3proxy.keys import Rejected, path_to_key
 from s3proxy.resources import Resources
+from s3proxy.site import Site
 from s3proxy.startup import index_key, probe
 
 CLEAR_PATH = "/_proxy/_private/_cache/clear"
@@ -63,20 +65,34 @@ def management_app(resources: Resources) -> Router:
         denied = check_bearer(request.headers.get("authorization"), auth_key)
         if denied is not None:
             return denied
-        target = purge_target(request.url.query, config.site)
-        if isinstance(target, Rejected):
-            return PlainTextResponse(target.reason + "\n", target.status)
-        cache = resources.cache
-        if target is None:
-            summary = await asyncio.to_thread(cache.clear)
+        query = parse_qs(request.url.query, keep_blank_values=True)
+        names = query.pop("site", None)
+        sites = resources.sites()
+        if names is not None:
+            if len(names) != 1 or names[0] not in sites:
+                return PlainTextResponse(f"No site named {names[-1]!r}\n", 404)
+            sites = {names[0]: sites[names[0]]}
+        rest = urlencode(query, doseq=True)
+        if not rest and names is None:
+            summary = await asyncio.to_thread(resources.cache.clear)
             _logger.info("cache_cleared", **summary)
             told = await tell_group(resources, [("clear", "")])
             return JSONResponse({"cleared": True, **summary, **told})
-        kind, value = target
-        dropped = await asyncio.to_thread(cache.purge, **{kind: value})
-        _logger.info("cache_purged", **{kind: value}, dropped=len(dropped))
-        told = await tell_group(resources, [(kind, value)])
-        return JSONResponse({"cleared": True, kind: value, "dropped": dropped, **told})
+        purged: dict[str, dict[str, Any]] = {}
+        operations: list[tuple[str, str]] = []
+        for name, site in sites.items():
+            target = purge_target(rest, site.config)
+            if isinstance(target, Rejected):
+                return PlainTextResponse(target.reason + "\n", target.status)
+            purged[name] = await purge_site(resources, site, target)
+            kind, value = target if target is not None else ("prefix", "")
+            operations.append((kind, site.readthrough.namespace + value))
+        told = await tell_group(resources, operations)  # cache keys: namespaced
+        if len(purged) == 1:
+            ((name, result),) = purged.items()
+            named = {"site": name} if names else {}
+            return JSONResponse({"cleared": True, **result, **named, **told})
+        return JSONResponse({"cleared": True, "sites": purged, **told})
 
     async def stats(request: Request) -> Response:
         denied = check_bearer(request.headers.get("authorization"), auth_key)
@@ -127,6 +143,18 @@ async def tell_group(resources: Resources, operations: list[tuple[str, str]]) ->
     return {"group": await resources.group.invalidated(operations)}
 
 
+async def purge_site(
+    resources: Resources, site: Site, target: tuple[str, str] | None
+) -> dict[str, Any]:
+    """Drop ``target`` (a key or a prefix; ``None``: everything) of ``site``'s cache entries,
+    in every worker; what was dropped, by the keys of the site's bucket."""
+    kind, value = target if target is not None else ("prefix", "")
+    namespace = site.readthrough.namespace
+    dropped = await asyncio.to_thread(resources.cache.purge, **{kind: namespace + value})
+    _logger.info("cache_purged", site=site.name, **{kind: value}, dropped=len(dropped))
+    return {kind: value, "dropped": [key[len(namespace) :] for key in dropped]}
+
+
 def purge_target(query: str, site: SiteConfig) -> tuple[str, str] | Rejected | None:
     """``?path=/a/b.html`` -> ("key", key); ``?prefix=/docs/`` -> ("prefix", key prefix);
     no query -> ``None`` (clear everything). Paths are mapped exactly as requests are."""
@@ -156,7 +184,7 @@ def stats_of(resources: Resources) -> dict[str, Any]:
     return {
         "worker": os.getpid(),
         "cache": resources.cache.stats(),
-        "requests": dict(resources.site.counts),
+        "requests": dict(sum((site.counts for site in resources.sites().values()), Counter())),
         "sinks": sinks.stats() if sinks is not None else {},
     }
 
@@ -172,13 +200,22 @@ def metrics_exposition(resources: Resources) -> tuple[bytes, str]:
 
 
 async def readiness(resources: Resources) -> list[str]:
-    """What keeps this worker from serving: S3 will not serve the site's index (the startup
-    check's verdict, asked again each time), the cache is not writable."""
-    problems = []
-    key = index_key(resources.config.site)
-    verdict = await probe(resources.origin, key, READY_TIMEOUT)
-    if not verdict.ok:
-        problems.append(f"s3: {verdict.reason}")
+    """What keeps this worker from serving: S3 will not serve a site's index (the startup
+    check's verdict, asked again each time; ``site NAME: s3: ...`` with a sites file), the
+    cache is not writable."""
+    sites = resources.sites()
+    verdicts = await asyncio.gather(
+        *(
+            probe(site.readthrough.origin, index_key(site.config), READY_TIMEOUT)
+            for site in sites.values()
+        )
+    )
+    named = resources.config.process.sites_file is not None
+    problems = [
+        f"site {name}: s3: {verdict.reason}" if named else f"s3: {verdict.reason}"
+        for name, verdict in zip(sites, verdicts, strict=True)
+        if not verdict.ok
+    ]
     try:
         await asyncio.to_thread(resources.cache.probe)
     except S3ProxyError as exc:

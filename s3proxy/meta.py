@@ -1,4 +1,5 @@
-"""What we know about an object without its body: the S3 headers we keep and pass on."""
+"""What we know about an object without its body: the S3 headers we keep and pass on; what
+S3 answered to a probe of one."""
 
 from __future__ import annotations
 
@@ -30,3 +31,39 @@ class ObjectMeta:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ObjectMeta:
         return cls(**data)
+
+    @classmethod
+    def from_response(cls, response: dict[str, Any]) -> ObjectMeta:
+        """The metadata of a GetObject response (botocore's dict)."""
+        last_modified = response.get("LastModified")
+        return cls(
+            size=int(response.get("ContentLength") or 0),
+            etag=response.get("ETag"),
+            last_modified=last_modified.timestamp() if last_modified is not None else None,
+            content_type=response.get("ContentType"),
+            cache_control=response.get("CacheControl"),
+            content_encoding=response.get("ContentEncoding"),
+            content_disposition=response.get("ContentDisposition"),
+            content_language=response.get("ContentLanguage"),
+            expires=response.get("ExpiresString"),
+        )
+
+
+def md5_verifiable(response: dict[str, Any]) -> bool:
+    """Only a single-part object stored without SSE-KMS/SSE-C has an ETag that is its MD5."""
+    etag = response.get("ETag") or ""
+    if "-" in etag or len(etag) != 34:
+        return False
+    if response.get("SSECustomerAlgorithm"):
+        return False
+    return response.get("ServerSideEncryption") in (None, "AES256")
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    """What S3 said to one request, for :func:`s3proxy.startup.classify`: its HTTP status
+    (``None`` when no answer came) and its error code (``NoSuchBucket``), or the failure's
+    name when no answer came (``EndpointConnectionError``, ``NoCredentialsError``)."""
+
+    status: int | None
+    code: str = ""

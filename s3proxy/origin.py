@@ -52,7 +52,7 @@ from s3proxy.exceptions import (
     OriginError,
     OriginTimeout,
 )
-from s3proxy.meta import ObjectMeta
+from s3proxy.meta import ObjectMeta, ProbeAnswer, md5_verifiable
 from s3proxy.record import Timing
 from s3proxy.retries import RetryBudget, retry_fits
 
@@ -158,31 +158,6 @@ def _translate_body_errors() -> Iterator[None]:
         raise OriginBodyError(f"body broke off: {type(exc).__name__}") from None
 
 
-def _md5_verifiable(response: dict[str, Any]) -> bool:
-    """Only a single-part object stored without SSE-KMS/SSE-C has an ETag that is its MD5."""
-    etag = response.get("ETag") or ""
-    if "-" in etag or len(etag) != 34:
-        return False
-    if response.get("SSECustomerAlgorithm"):
-        return False
-    return response.get("ServerSideEncryption") in (None, "AES256")
-
-
-def meta_from_response(response: dict[str, Any]) -> ObjectMeta:
-    last_modified = response.get("LastModified")
-    return ObjectMeta(
-        size=int(response.get("ContentLength") or 0),
-        etag=response.get("ETag"),
-        last_modified=last_modified.timestamp() if last_modified is not None else None,
-        content_type=response.get("ContentType"),
-        cache_control=response.get("CacheControl"),
-        content_encoding=response.get("ContentEncoding"),
-        content_disposition=response.get("ContentDisposition"),
-        content_language=response.get("ContentLanguage"),
-        expires=response.get("ExpiresString"),
-    )
-
-
 def s3_client(session: Any, config: OriginConfig, aio_config: AioConfig) -> Any:
     """The S3 client of ``config``'s endpoint and credentials (an async context manager)."""
     # endpoint_url=None lets botocore read AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL; no
@@ -195,16 +170,6 @@ def s3_client(session: Any, config: OriginConfig, aio_config: AioConfig) -> Any:
         aws_secret_access_key=config.secret,
         config=aio_config,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeAnswer:
-    """What S3 said to one request, for :func:`s3proxy.startup.classify`: its HTTP status
-    (``None`` when no answer came) and its error code (``NoSuchBucket``), or the failure's
-    name when no answer came (``EndpointConnectionError``, ``NoCredentialsError``)."""
-
-    status: int | None
-    code: str = ""
 
 
 @dataclass(slots=True)
@@ -229,12 +194,15 @@ def _outcome(exc: OriginError) -> str:
     return "error"
 
 
-class Origin:
-    """A pooled S3 client for one bucket. Open with ``async with Origin(config)``."""
+class S3Client:
+    """One pooled S3 client for one server (an endpoint and its credentials; the command
+    line's S3 options, or a ``[servers.NAME]`` table): its connection pool, bounded by
+    ``s3_max_connections``, its circuit breaker and retry budget are shared by every bucket
+    read through it (:meth:`bucket`). Open with ``async with S3Client(config)``; the
+    config's ``bucket`` is not used here."""
 
     def __init__(self, config: OriginConfig) -> None:
-        self.bucket = config.bucket
-        self._config = config
+        self.config = config
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         #: Timings of GetObject calls since :meth:`take_timings`; ``None``: not kept.
@@ -244,6 +212,10 @@ class Origin:
         self._retry_events = RetryEventAdapter()
         self._retry_conditions = AioStandardRetryConditions(max_attempts=RETRY_ATTEMPTS)
         self._backoff = ExponentialBackoff()
+
+    def bucket(self, name: str) -> Origin:
+        """``name`` on this server, as a site reads it."""
+        return Origin(self, name)
 
     def keep_timings(self) -> None:
         """From now on, time every GetObject for :meth:`take_timings` (for Prometheus)."""
@@ -258,7 +230,7 @@ class Origin:
             self._timings = []
         return timings
 
-    async def __aenter__(self) -> Origin:
+    async def __aenter__(self) -> S3Client:
         # botocore's own retry handler gets one attempt in all, so it never retries; ours, on the
         # same needs-retry event of botocore's retry loop, decides with botocore's standard
         # conditions and backoff plus the deadline, the budget and the breaker.
@@ -269,19 +241,25 @@ class Origin:
         return self
 
     async def _open_client(self, session: Any) -> Any:
-        config = self._config
+        config = self.config
         aio_config = AioConfig(
             connect_timeout=config.connect_timeout,
             read_timeout=config.read_timeout,
             # total_max_attempts counts the first attempt; botocore's max_attempts does not (its
             # max_attempts=3 meant four attempts: the 18 s a blackholed S3 used to cost).
             retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=64,
+            # aiohttp's connector makes the requests past this many wait for a connection
+            # (no timeout of its own: --origin-deadline bounds the wait).
+            max_pool_connections=config.s3_max_connections,
             s3={"addressing_style": config.addressing_style},
         )
         return await self._stack.enter_async_context(s3_client(session, config, aio_config))
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client and its pool (requests still using it fail)."""
         await self._stack.aclose()
 
     def _attempt_starts(self, **kwargs: Any) -> None:
@@ -309,6 +287,7 @@ class Origin:
 
     async def get(
         self,
+        bucket: str,
         key: str,
         *,
         if_none_match: str | None = None,
@@ -316,11 +295,11 @@ class Origin:
         if_match: str | None = None,
         retry: bool = True,
     ) -> OriginObject | Revalidated:
-        """GetObject ``key``. With ``if_none_match`` (a stored ETag), return
+        """GetObject ``key`` of ``bucket``. With ``if_none_match`` (a stored ETag), return
         :data:`NOT_MODIFIED` when S3 answers 304. ``byte_range`` (``bytes=a-b``) asks for part
         of the object: the result's ``meta.size`` is then the part's length. Raises
         :class:`ObjectNotFound`, :class:`OriginTimeout` or :class:`OriginError`."""
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
         if if_none_match:
             params["IfNoneMatch"] = if_none_match
         if byte_range:
@@ -351,21 +330,21 @@ class Origin:
             timings = self._timings
             if timings is not None and len(timings) < MAX_TIMINGS:
                 timings.append((outcome, time.perf_counter() - started))
-        verify = _md5_verifiable(response) and not byte_range
+        verify = md5_verifiable(response) and not byte_range
         md5 = hashlib.md5(usedforsecurity=False) if verify else None
-        return OriginObject(key, meta_from_response(response), response["Body"], md5)
+        return OriginObject(key, ObjectMeta.from_response(response), response["Body"], md5)
 
     @property
     def endpoint_url(self) -> str:
         """The endpoint the client sends to: the flag's, ``AWS_ENDPOINT_URL*``'s, or AWS's."""
         return str(self._client.meta.endpoint_url)
 
-    async def probe(self, key: str) -> ProbeAnswer:
-        """GetObject the first byte of ``key``, once (no retries), and say what S3 answered.
-        Never raises for S3's, the network's or the credentials' failures."""
+    async def probe(self, bucket: str, key: str) -> ProbeAnswer:
+        """GetObject the first byte of ``key`` in ``bucket``, once (no retries), and say what
+        S3 answered. Never raises for S3's, the network's or the credentials' failures."""
         try:
             # Outside get(), no call context: the retry hook makes no retry.
-            response = await self._client.get_object(Bucket=self.bucket, Key=key, Range="bytes=0-0")
+            response = await self._client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")
         except ClientError as exc:
             return ProbeAnswer(*s3_answer(exc))
         except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
@@ -376,7 +355,7 @@ class Origin:
     async def _get_object(self, params: dict[str, Any], retry: bool) -> dict[str, Any]:
         """One GetObject call within the deadline; raises our exceptions."""
         now = time.monotonic()
-        deadline = self._config.origin_deadline
+        deadline = self.config.origin_deadline
         token = _CALL.set(_Call(retry, now + deadline, now))
         try:
             with _translate_errors(params["Key"]):
@@ -386,3 +365,34 @@ class Origin:
                     return response
         finally:
             _CALL.reset(token)
+
+
+class Origin:
+    """One bucket of an :class:`S3Client`, what a site's read-through fills from; ``async
+    with Origin.open(config)`` makes one with a client of its own (a check)."""
+
+    __slots__ = ("bucket", "client")
+
+    def __init__(self, client: S3Client, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, config: OriginConfig) -> AsyncIterator[Origin]:
+        """The bucket of ``config`` through a client of its own, closed on exit."""
+        assert config.bucket is not None, "a bucket to open"
+        async with S3Client(config) as client:
+            yield client.bucket(config.bucket)
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.client.endpoint_url
+
+    async def get(self, key: str, **options: Any) -> OriginObject | Revalidated:
+        """:meth:`S3Client.get` of ``key`` in this bucket, with its keyword options."""
+        return await self.client.get(self.bucket, key, **options)
+
+    async def probe(self, key: str) -> ProbeAnswer:
+        """:meth:`S3Client.probe` of ``key`` in this bucket."""
+        return await self.client.probe(self.bucket, key)

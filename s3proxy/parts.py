@@ -86,6 +86,11 @@ class ProcessConfig:
         False, group=SERVER,
         help="Exit 1 when the startup check finds S3 will not serve the bucket (default: "
         "serve, with /_proxy/ready answering 503).")
+    sites_file: str | None = setting(
+        None, group=SERVER, flag="config", shown="none: one site",
+        help="A TOML file of S3 servers and sites chosen by Host (README: Many sites); the S3 "
+        "and website options are then the defaults each server and site inherits. Reloaded "
+        "on SIGHUP and when it changes.")
 
     def __post_init__(self) -> None:
         check(self)
@@ -147,9 +152,9 @@ class CacheConfig:
 class OriginConfig:
     """The S3 bucket and how to reach it."""
 
-    bucket: str = setting(
-        group=S3, short="-b", env="S3_BUCKET", shown="required",
-        help="The S3 bucket to serve (required).")
+    bucket: str | None = setting(
+        None, group=S3, short="-b", env="S3_BUCKET", shown="required",
+        help="The S3 bucket to serve (required, unless --config names each site's).")
     region: str | None = setting(
         None, group=S3, short="-r", env="AWS_REGION", shown="AWS's default",
         help="The bucket's region.")
@@ -172,10 +177,14 @@ class OriginConfig:
     origin_deadline: float = setting(
         10.0, group=S3, between=(0.001, 86400),
         help="Seconds a request waits for S3 in all, retries included.")
+    s3_max_connections: int = setting(
+        64, group=S3, between=(1, 100_000),
+        help="S3 requests each worker makes at once, at most (its connection pool); more "
+        "wait for a free connection.")
 
     def __post_init__(self) -> None:
         check(self)
-        if not self.bucket or "/" in self.bucket:
+        if self.bucket is not None and (not self.bucket or "/" in self.bucket):
             raise fail(self, "bucket", f'"{self.bucket}" is not a bucket name')
         if self.endpoint_url is not None and not re.match(r"^https?://", self.endpoint_url):
             raise fail(self, "endpoint_url", f'"{self.endpoint_url}" is not an http(s):// URL')

@@ -48,8 +48,12 @@ class ReadThrough:
         honor_cache_control: bool = False,
         max_object_size: int | None = None,
         stale_if_error: int = 0,
+        namespace: str = "",
     ) -> None:
         self.cache = cache
+        #: Put before each key in the cache (the site's: see SiteSpec.namespace); S3 is
+        #: asked for the key itself.
+        self.namespace = namespace
         self.origin = origin
         self.ttl = ttl
         self.honor_cache_control = honor_cache_control
@@ -73,7 +77,7 @@ class ReadThrough:
     def lookup(self, key: str, now: float) -> Hit | Missing | None:
         """The fresh stored answer for ``key`` (an object, or a remembered 404), or ``None``.
         Never blocks on I/O beyond the first index read of a key in this process."""
-        entry = self.cache.get(key)
+        entry = self.cache.get(self.namespace + key)
         if entry is None or not entry.fresh(now):
             return None
         if entry.meta is None:
@@ -104,6 +108,11 @@ class ReadThrough:
             return Filling(fill, fill.meta.size)
         return outcome
 
+    @property
+    def busy(self) -> bool:
+        """Whether a fill is running (a reload waits for none before closing its client)."""
+        return bool(self._fills)
+
     async def close(self) -> None:
         """Cancel fills still running (at shutdown)."""
         for task in list(self._tasks):
@@ -125,7 +134,7 @@ class ReadThrough:
             self._fills.pop(fill.key, None)
 
     async def _fill(self, fill: Fill) -> None:
-        stale = self.cache.get(fill.key)
+        stale = self.cache.get(self.namespace + fill.key)
         etag = stale.meta.etag if stale is not None and stale.meta is not None else None
         generation = self.cache.generation
         try:
@@ -134,7 +143,7 @@ class ReadThrough:
             result = await self.origin.get(fill.key, if_none_match=etag, retry=not fallback)
         except ObjectNotFound:
             now = time.time()
-            self.cache.put_missing(fill.key, now, now + self.ttl)
+            self.cache.put_missing(self.namespace + fill.key, now, now + self.ttl)
             fill.headers.set_result(Missing(fill.key, "miss"))
             return
         except OriginError as exc:
@@ -170,7 +179,7 @@ class ReadThrough:
         (:meth:`Fill.body`): one extra ranged GET per reader past that point, instead of
         relaying one response to readers of different speeds, which would need unbounded
         memory or would let the slowest reader hold up the others."""
-        writer = self._begin_write(fill.key, obj.meta.size)
+        writer = self._begin_write(self.namespace + fill.key, obj.meta.size)
         if writer is None:
             return pass_through(fill, obj, self.expires_at(obj.meta, time.time()))
         fill.meta, fill.tmp_path = obj.meta, writer.tmp_path
@@ -181,7 +190,13 @@ class ReadThrough:
             if self.cache.over_budget(obj.meta.size):  # --cache-max-size holds at each commit
                 await asyncio.to_thread(self.cache.make_room, obj.meta.size)
             fill.entry = self.cache.commit(
-                writer, fill.key, obj.meta, time.time(), fill.expires_at, generation, body
+                writer,
+                self.namespace + fill.key,
+                obj.meta,
+                time.time(),
+                fill.expires_at,
+                generation,
+                body,
             )
         except CacheError as exc:
             writer.abort()

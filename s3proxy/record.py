@@ -35,6 +35,8 @@ class RequestRecord:
     compressed: bool = False
     cache: str = "-"
     origin_bytes: int = 0
+    #: The site's name (``default`` without a sites file).
+    site: str = ""
     location: dict[str, Any] | None = field(default=None)
 
 
@@ -57,7 +59,7 @@ def client_ip(
     """The original's rule: ``X-Real-IP``, else the first ``X-Forwarded-For`` (without a
     port), else the peer address. With ``trusted`` networks, the headers are believed only
     when the peer is one of them (anyone else could forge them)."""
-    if trusted and not _is_trusted(peer, trusted):
+    if trusted and not is_trusted(peer, trusted):
         return peer or "-"
     if real_ip:
         return real_ip.decode("latin-1").strip()
@@ -66,7 +68,7 @@ def client_ip(
     return peer or "-"
 
 
-def _is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
+def is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
     if not peer:
         return False
     try:

@@ -7,13 +7,15 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from s3proxy import sitesfile
 from s3proxy.cache import Cache
 from s3proxy.config import CacheConfig, Config
+from s3proxy.hosting import Hosting
 from s3proxy.origin import Origin
-from s3proxy.readthrough import ReadThrough
 from s3proxy.sinks.factory import wanted as sinks_wanted
 from s3proxy.sinks.process import SinkClient
 from s3proxy.site import Site
+from s3proxy.sitesfile import Sites
 
 if TYPE_CHECKING:
     from s3proxy.group import Group
@@ -38,41 +40,60 @@ class Resources:
 
     config: Config
     cache: Cache
-    origin: Origin
-    site: Site
+    #: The sites (one without ``--config``), their S3 clients and the router.
+    hosting: Hosting
     sinks: SinkClient | None  # None: no sink configured, not "not yet started"
     group: Group | None  # None: no --redis-url
 
+    @property
+    def site(self) -> Site:
+        """The default site (without ``--config``, the only one), else the first."""
+        served = self.hosting.served
+        router_default = next((s for s in served.sites.sites.values() if s.default), None)
+        name = (router_default or next(iter(served.sites.sites.values()))).name
+        return served.hosted[name].site
+
+    @property
+    def origin(self) -> Origin:
+        """The bucket :attr:`site` reads."""
+        return self.site.readthrough.origin
+
+    def sites(self) -> dict[str, Site]:
+        """Every site served now, by name."""
+        return {name: hosted.site for name, hosted in self.hosting.served.hosted.items()}
+
     @classmethod
     async def open(cls, config: Config, stack: contextlib.AsyncExitStack) -> Resources:
-        """Open everything for ``config``; ``stack`` closes it in reverse order."""
-        cache = open_cache(config.cache, config.origin.bucket)
+        """Open everything for ``config``; ``stack`` closes it in reverse order. Raises
+        :class:`~s3proxy.exceptions.ConfigError` for a bad sites file."""
+        cache = open_cache(config.cache, config.origin.bucket or "")
         stack.callback(cache.close)
-        origin = await stack.enter_async_context(Origin(config.origin))
-        readthrough = ReadThrough(
-            cache,
-            origin,
-            ttl=config.site.ttl,
-            honor_cache_control=config.site.honor_cache_control,
-            max_object_size=config.cache.cache_max_object_size,
-            stale_if_error=config.site.stale_if_error,
-        )
-        stack.push_async_callback(readthrough.close)
+        hosting = Hosting(config, cache)
         sinks = None
         if sinks_wanted(config.sinks):
             timings = None
             if config.sinks.prometheus:  # the S3 latency histogram
-                origin.keep_timings()
-                timings = origin.take_timings
+                hosting.keep_timings()
+                timings = hosting.take_timings
             sinks = SinkClient(config.sinks, config.logs, config.cache.cache_dir, timings)
             sinks.start()
             stack.push_async_callback(sinks.close)
-        site = Site(config.site, readthrough, recorder=sinks)
+        hosting.recorder = sinks
+        stack.push_async_callback(hosting.close)
+        await hosting.swap(load_sites(config))
         group = None
         if config.group.redis_url is not None:
             from s3proxy.group import Group  # only then: redis-py is not even imported
 
-            group = Group(config.group, cache, config.origin.bucket)
+            # One bus for the instances of a bucket, or of sites files (cache keys are
+            # namespaced by site there).
+            group = Group(config.group, cache, config.origin.bucket or "sites")
             await group.start()
             stack.push_async_callback(group.close)
-        return cls(config, cache, origin, site, sinks, group)
+        return cls(config, cache, hosting, sinks, group)
+
+
+def load_sites(config: Config) -> Sites:
+    """The sites of ``--config``'s file, else the command line's one site."""
+    path = config.process.sites_file
+    return sitesfile.load(path, config) if path else sitesfile.implicit(config)

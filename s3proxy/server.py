@@ -16,7 +16,7 @@ from s3proxy.app import WORKER_CONFIG_ENV, App, configure_logging, create_app_fr
 from s3proxy.config import Config
 from s3proxy.environment import check_environment
 from s3proxy.exceptions import ConfigError
-from s3proxy.resources import open_cache
+from s3proxy.resources import load_sites, open_cache
 from s3proxy.sinks import factory as sinks
 
 _logger = log.get_logger("s3proxy.server")
@@ -31,7 +31,7 @@ def prepare(config: Config) -> None:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot write logs to {config.logs.log_dir}: {exc}") from None
     sinks.prepare(config.sinks, config.cache.cache_dir)
-    cache = open_cache(config.cache, config.origin.bucket)
+    cache = open_cache(config.cache, config.origin.bucket or "")
     try:
         removed = cache.remove_leftovers()
         cache.recount()
@@ -46,7 +46,10 @@ def run(config: Config) -> None:
     serve until stopped; exit 1 instead with ``--strict-startup`` if S3 will not serve."""
     prepare(config)
     configure_protocol(config)  # here too: a descriptor limit too low fails before serving
-    if not startup.announce(config, config.process.threads).ok and config.process.strict_startup:
+    sites = load_sites(config)
+    if not startup.announce(config, sites, config.process.threads).ok and (
+        config.process.strict_startup
+    ):
         log.flush()
         raise SystemExit(1)
     options: dict[str, Any] = {

@@ -67,9 +67,15 @@ class Site:
     """Serve objects of the configured bucket (and prefix) for GET and HEAD."""
 
     def __init__(
-        self, config: SiteConfig, readthrough: ReadThrough, recorder: Recorder | None = None
+        self,
+        config: SiteConfig,
+        readthrough: ReadThrough,
+        recorder: Recorder | None = None,
+        name: str = "",
     ) -> None:
         self.config = config
+        #: The site's name in a sites file (``default`` without one), in logs and records.
+        self.name = name
         self.readthrough = readthrough
         self.recorder = recorder
         self.trusted = parse_networks(config.trusted_proxies)
@@ -103,7 +109,9 @@ class Site:
             self.trusted,
         )
         path = scope["raw_path"].decode("latin-1")[:1024]
-        log.request(x.method, path, x.status, x.sent, round(elapsed * 1000, 3), x.cache, ip)
+        log.request(
+            x.method, path, x.status, x.sent, round(elapsed * 1000, 3), x.cache, ip, site=self.name
+        )
         if self.recorder is not None:
             self.recorder.emit(
                 RequestRecord(
@@ -118,6 +126,7 @@ class Site:
                     cache=x.cache,
                     compressed=x.compressed,
                     origin_bytes=x.origin_bytes,
+                    site=self.name,
                 )
             )
 

@@ -11,6 +11,7 @@ answer, so ``/_proxy/ready`` fails for as long as the startup check would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import sys
 from dataclasses import dataclass
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 from s3proxy import __version__
 from s3proxy import logging as log
 from s3proxy.config import Config, SiteConfig
-from s3proxy.origin import Origin, ProbeAnswer
+from s3proxy.meta import ProbeAnswer
+from s3proxy.origin import Origin, S3Client
+from s3proxy.sitesfile import Sites, SiteSpec
 
 _logger = log.get_logger("s3proxy.startup")
 
@@ -133,40 +136,68 @@ async def check_bucket(config: Config) -> tuple[str, Verdict]:
     """Open an origin for ``config``, probe it, close it: (the endpoint used, the verdict).
     Waits at most ``--connect-timeout`` plus 5 s."""
     key = index_key(config.site)
-    async with Origin(config.origin) as origin:
+    async with Origin.open(config.origin) as origin:
         return origin.endpoint_url, await probe(origin, key, config.origin.connect_timeout + 5)
 
 
-def announce(config: Config, workers: int) -> Verdict:
-    """Once per start, before serving: check the bucket, print the console line on stdout
-    (whatever the log settings) and, when S3 will not serve the site, say why on stderr and
-    in the log (``bucket_check_failed``)."""
-    endpoint, verdict = asyncio.run(check_bucket(config))
-    print(banner(config, endpoint, workers), flush=True)
-    if verdict.failed is not None:
+async def check_sites(sites: Sites) -> list[tuple[SiteSpec, str, Verdict]]:
+    """:func:`check_bucket` for each site, all at once, one client per server: (the site,
+    the endpoint used, the verdict)."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {}
+        for name in {site.server for site in sites.sites.values()}:
+            clients[name] = await stack.enter_async_context(S3Client(sites.servers[name]))
+
+        async def check(site: SiteSpec) -> tuple[SiteSpec, str, Verdict]:
+            client = clients[site.server]
+            within = client.config.connect_timeout + 5
+            verdict = await probe(client.bucket(site.bucket), index_key(site.settings), within)
+            return site, client.endpoint_url, verdict
+
+        return list(await asyncio.gather(*map(check, sites.sites.values())))
+
+
+def announce(config: Config, sites: Sites, workers: int) -> Verdict:
+    """Once per start, before serving: check each site's bucket, print the console line on
+    stdout (whatever the log settings) and, when S3 will not serve a site, say why on stderr
+    and in the log (``bucket_check_failed``). Returns the first failed verdict, if any."""
+    checked = asyncio.run(check_sites(sites))
+    print(banner(config, sites, checked[0][1], workers), flush=True)
+    failed = [(site, verdict) for site, _, verdict in checked if not verdict.ok]
+    for site, verdict in failed:
+        assert verdict.failed is not None
         _logger.error(
-            "bucket_check_failed", part=verdict.failed.name.lower(), problem=verdict.reason
+            "bucket_check_failed",
+            site=site.name,
+            part=verdict.failed.name.lower(),
+            problem=verdict.reason,
         )
+        reason = verdict.reason if sites.source is None else f"site {site.name}: {verdict.reason}"
         if config.process.strict_startup:
-            print(f"s3proxy: error: {verdict.reason}", file=sys.stderr, flush=True)
+            print(f"s3proxy: error: {reason}", file=sys.stderr, flush=True)
         else:
             print(
-                f"s3proxy: {verdict.reason}; serving anyway: /_proxy/ready answers 503 until "
+                f"s3proxy: {reason}; serving anyway: /_proxy/ready answers 503 until "
                 "S3 does (--strict-startup exits instead)",
                 file=sys.stderr,
                 flush=True,
             )
-    return verdict
+    return failed[0][1] if failed else checked[0][2]
 
 
-def banner(config: Config, endpoint: str, workers: int) -> str:
+def banner(config: Config, sites: Sites, endpoint: str, workers: int) -> str:
     """The one console line of a start: version, what is served from where, at which
     address, by how many workers, cached where."""
-    prefix = f" (prefix {config.site.prefix})" if config.site.prefix else ""
     listen = config.process
     host = f"[{listen.host}]" if ":" in listen.host else listen.host
     plural = "s" if workers != 1 else ""
+    if sites.source is not None:
+        count = len(sites.sites)
+        what = f"{count} site{'s' if count != 1 else ''} of {sites.source}"
+    else:
+        prefix = f" (prefix {config.site.prefix})" if config.site.prefix else ""
+        what = f"bucket {config.origin.bucket}{prefix} from {endpoint}"
     return (
-        f"s3proxy {__version__} serving bucket {config.origin.bucket}{prefix} from {endpoint} "
+        f"s3proxy {__version__} serving {what} "
         f"at http://{host}:{listen.port}, {workers} worker{plural}, cache {config.cache.cache_dir}"
     )

@@ -58,6 +58,9 @@ class S3Server:
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     port: int = 0
+    #: Requests being handled now, and the most there ever were at once.
+    in_flight: int = 0
+    most_in_flight: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _released: threading.Event = field(default_factory=threading.Event)
 
@@ -88,6 +91,16 @@ class S3Server:
 
     def _app(self, inner: Callable[..., Any]) -> Callable[..., Any]:
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            with self._lock:
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                return handle(environ, start_response)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+        def handle(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             method, path = environ["REQUEST_METHOD"], environ.get("RAW_URI", environ["PATH_INFO"])
             path = path.split("?", 1)[0]
             headers = {

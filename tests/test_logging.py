@@ -117,6 +117,7 @@ def test_request_line_is_one_json_object_with_ts_level_event_first(
         "user_agent": "",
         "encoding": "",
         "request_id": "r",
+        "site": "",
     }
     assert list(line)[:3] == ["ts", "level", "event"]
 
@@ -149,10 +150,11 @@ def test_request_line_is_what_structlogs_json_renderer_writes(
         "request_id": "f00d",
     }
     slog.configure(log_dir=str(tmp_path))
-    slog.request(*fields.values())  # type: ignore[arg-type]
+    slog.request(*fields.values(), site='do"cs')  # type: ignore[arg-type]
     slog.flush()
 
     head = {"ts": "2024-05-01T23:59:59.250Z", "level": "info", "event": "request"}
+    fields["site"] = 'do"cs'
     rendered = structlog.processors.JSONRenderer(separators=(",", ":"))(None, "", head | fields)
     assert log_file(tmp_path).read_text() == f"{rendered}\n"
 

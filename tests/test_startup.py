@@ -18,7 +18,8 @@ import pytest
 
 from s3proxy import __version__
 from s3proxy.config import Config
-from s3proxy.origin import ProbeAnswer
+from s3proxy.meta import ProbeAnswer
+from s3proxy.sitesfile import implicit
 from s3proxy.startup import Part, Verdict, banner, check_bucket, classify
 from tests.servers import Output, ProxyProcess, S3Server, cli_args, free_port
 
@@ -101,7 +102,7 @@ def _config(**overrides: object) -> Config:
 )
 def test_banner(config: Config, workers: int, line: str) -> None:
     """The console line says what is served, from where, where, by how many, cached where."""
-    assert banner(config, ENDPOINT, workers) == line
+    assert banner(config, implicit(config), ENDPOINT, workers) == line
 
 
 def test_check_against_moto(base_config: Config, put: object) -> None:

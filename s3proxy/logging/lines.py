@@ -55,10 +55,11 @@ def request(
     encoding: str = "",
     request_id: str = "",
     http_version: str = "1.1",
+    site: str = "",
 ) -> None:
     """Buffer the request line ``{"ts", "level": "info", "event": "request", "method", "path",
     "status", "bytes", "duration_ms", "cache", "client_ip", "host", "query", "referrer",
-    "user_agent", "encoding", "request_id"}``; "" stands for a header that was not sent.
+    "user_agent", "encoding", "request_id", "site"}``; "" stands for a header that was not sent.
 
     ``method`` is an HTTP token and ``cache`` one of our words, so neither can hold a quote or
     a backslash; the free text goes through the JSON escaper. ``http_version`` is only in the
@@ -82,7 +83,7 @@ def request(
             f'"duration_ms":{duration_ms!r},"cache":"{cache}","client_ip":{_escape(client_ip)},'
             f'"host":{_escape(host)},"query":{_escape(query)},"referrer":{_escape(referrer)},'
             f'"user_agent":{_escape(user_agent)},"encoding":{_escape(encoding)},'
-            f'"request_id":{_escape(request_id)}}}'
+            f'"request_id":{_escape(request_id)},"site":{_escape(site)}}}'
         )
         return
     fields: dict[str, object] = {
@@ -102,6 +103,7 @@ def request(
         "user_agent": user_agent,
         "encoding": encoding,
         "request_id": request_id,
+        "site": site,
     }
     sink.write(_render({k: v for k, v in fields.items() if v != ""}))  # for a human to read
 

@@ -14,5 +14,9 @@ import dataclasses
 from s3proxy.config import OriginConfig
 
 #: The server's S3 settings publish takes: not its deadline per GetObject (publish times each
-#: request by its bytes).
-S3_SETTINGS = tuple(f for f in dataclasses.fields(OriginConfig) if f.name != "origin_deadline")
+#: request by its bytes), nor its bound on GetObjects at once (publish has --jobs).
+S3_SETTINGS = tuple(
+    f
+    for f in dataclasses.fields(OriginConfig)
+    if f.name not in ("origin_deadline", "s3_max_connections")
+)

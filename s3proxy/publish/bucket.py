@@ -56,7 +56,8 @@ class Bucket:
     """One bucket's client for publishing; open with ``async with Bucket(config, pool)``."""
 
     def __init__(self, config: OriginConfig, pool: int = 16) -> None:
-        self.name = config.bucket
+        assert config.bucket is not None, "publish requires --bucket"
+        self.name: str = config.bucket
         self._config = config
         self._pool = pool
         self._stack = contextlib.AsyncExitStack()

@@ -56,13 +56,13 @@ _logger = log.get_logger("s3proxy.sinks")
 
 
 #: A record on the wire: :class:`RequestRecord`'s fields in order, without ``location``.
-Row = tuple[float, str, str, str, str, int, int, int, bool, str, int]
+Row = tuple[float, str, str, str, str, int, int, int, bool, str, int, str]
 
 
 def row(r: RequestRecord) -> Row:
     return (
         r.timestamp, r.method, r.resource, r.mime_type, r.ip, r.size,
-        r.duration_us, r.status, r.compressed, r.cache, r.origin_bytes,
+        r.duration_us, r.status, r.compressed, r.cache, r.origin_bytes, r.site,
     )  # fmt: skip
 
 

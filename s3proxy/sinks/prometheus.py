@@ -56,7 +56,9 @@ def _metrics() -> _Metrics:
     from prometheus_client import Counter, Histogram
 
     return _Metrics(
-        requests=Counter("s3proxy_requests", "Requests answered.", ["method", "status", "cache"]),
+        requests=Counter(
+            "s3proxy_requests", "Requests answered.", ["method", "status", "cache", "site"]
+        ),
         latency=Histogram(
             "s3proxy_request_duration_seconds",
             "Time from the request to the last byte of the answer.",
@@ -90,15 +92,15 @@ class PrometheusSink:
         (each is a locked write to a memory-mapped file in multiprocess mode), one histogram
         observation per record."""
         metrics = _metrics()
-        groups: dict[tuple[str, int, str], list[RequestRecord]] = collections.defaultdict(list)
+        groups: dict[tuple[str, int, str, str], list[RequestRecord]] = collections.defaultdict(list)
         for record in records:
-            groups[record.method, record.status, record.cache].append(record)
+            groups[record.method, record.status, record.cache, record.site].append(record)
         sent: collections.Counter[str] = collections.Counter()
         durations: dict[str, list[float]] = collections.defaultdict(list)
         origin = 0
-        for (method, status, cache), group in groups.items():
+        for (method, status, cache, site), group in groups.items():
             method = method if method in METHODS else "other"
-            metrics.requests.labels(method, str(status), cache).inc(len(group))
+            metrics.requests.labels(method, str(status), cache, site).inc(len(group))
             sent[cache] += sum([r.size for r in group])
             origin += sum([r.origin_bytes for r in group])
             durations[cache] += [r.duration_us / 1_000_000 for r in group]
