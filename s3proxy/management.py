@@ -109,6 +109,14 @@ def management_app(resources: Resources) -> Router:
         body, content_type = await asyncio.to_thread(metrics_exposition, resources)
         return Response(body, media_type=content_type)
 
+    async def sites_config(request: Request) -> Response:
+        denied = check_bearer(request.headers.get("authorization"), auth_key)
+        if denied is not None:
+            return denied
+        if resources.reloader is None:
+            return PlainTextResponse("No sites file (--config): nothing to reload\n", 404)
+        return JSONResponse(resources.reloader.status())
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -128,6 +136,7 @@ def management_app(resources: Resources) -> Router:
             Route(CLEAR_PATH + "/", clear, methods=every),
             Route("/_proxy/_private/_cache/stats", stats, methods=["GET"]),
             Route("/_proxy/_private/metrics", metrics, methods=["GET"]),
+            Route("/_proxy/_private/config", sites_config, methods=["GET"]),
             Route("/_proxy/health", health, methods=["GET", "HEAD"]),
             Route("/_proxy/ready", ready, methods=["GET", "HEAD"]),
         ],

@@ -203,6 +203,7 @@ class S3Client:
 
     def __init__(self, config: OriginConfig) -> None:
         self.config = config
+        self.closed = False
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         #: Timings of GetObject calls since :meth:`take_timings`; ``None``: not kept.
@@ -260,6 +261,7 @@ class S3Client:
 
     async def close(self) -> None:
         """Close the client and its pool (requests still using it fail)."""
+        self.closed = True
         await self._stack.aclose()
 
     def _attempt_starts(self, **kwargs: Any) -> None:

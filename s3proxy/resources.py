@@ -12,6 +12,7 @@ from s3proxy.cache import Cache
 from s3proxy.config import CacheConfig, Config
 from s3proxy.hosting import Hosting
 from s3proxy.origin import Origin
+from s3proxy.reload import Reloader
 from s3proxy.sinks.factory import wanted as sinks_wanted
 from s3proxy.sinks.process import SinkClient
 from s3proxy.site import Site
@@ -44,6 +45,8 @@ class Resources:
     hosting: Hosting
     sinks: SinkClient | None  # None: no sink configured, not "not yet started"
     group: Group | None  # None: no --redis-url
+    #: Reloads the sites file on SIGHUP and when it changes (``None``: no ``--config``).
+    reloader: Reloader | None = None
 
     @property
     def site(self) -> Site:
@@ -90,7 +93,11 @@ class Resources:
             group = Group(config.group, cache, config.origin.bucket or "sites")
             await group.start()
             stack.push_async_callback(group.close)
-        return cls(config, cache, hosting, sinks, group)
+        reloader = None
+        if config.process.sites_file:
+            reloader = Reloader(config, hosting)
+            await reloader.start(stack)
+        return cls(config, cache, hosting, sinks, group, reloader)
 
 
 def load_sites(config: Config) -> Sites:

@@ -4,11 +4,14 @@ worker processes. Whatever the Config came from (options, the demo) is the CLI's
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from dataclasses import asdict
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from s3proxy import logging as log
 from s3proxy import protocol, startup
@@ -68,10 +71,28 @@ def run(config: Config) -> None:
     workers = config.process.threads
     if workers > 1:
         os.environ[WORKER_CONFIG_ENV] = config.to_json()
-        uvicorn.run("s3proxy.server:worker_app", factory=True, workers=workers, **options)
+        app = "s3proxy.server:worker_app"
+        if config.process.sites_file:
+            # uvicorn.run's path for workers, with SIGHUP passed on to each worker (each
+            # reloads the sites file itself) instead of uvicorn's restart of every worker.
+            settings = uvicorn.Config(app, factory=True, workers=workers, **options)
+            _Supervisor(settings, sockets=[settings.bind_socket()]).run()
+        else:
+            uvicorn.run(app, factory=True, workers=workers, **options)
     else:
         uvicorn.run(App(config), **options)
     log.flush()
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, but SIGHUP reloads in place (see :mod:`s3proxy.reload`)."""
+
+    def handle_hup(self) -> None:
+        _logger.info("sighup_forwarded", workers=len(self.processes))
+        for process in self.processes:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
 
 
 def worker_app() -> App:

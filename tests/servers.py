@@ -36,6 +36,17 @@ def free_port() -> int:
         return port
 
 
+def s3_client(endpoint_url: str) -> Any:
+    """A boto3 S3 client with the tests' credentials."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=REGION,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    )
+
+
 @dataclass
 class Fault:
     """Applied to GET requests whose path ends with ``suffix``; ``times`` is how many."""
@@ -69,13 +80,7 @@ class S3Server:
         return f"http://127.0.0.1:{self.port}"
 
     def client(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=REGION,
-            aws_access_key_id=KEY_ID,
-            aws_secret_access_key=SECRET,
-        )
+        return s3_client(self.endpoint_url)
 
     def gets(self, bucket: str, key: str) -> int:
         """How many GETs of ``key`` reached S3."""

@@ -22,6 +22,7 @@ OWNERS = {
     # line-protocol sink POSTs with it.
     "aiohttp": {"origin.py", "sinks/influx.py", "publish/bucket.py"},
     "diskcache": {"cache/index.py"},
+    "watchfiles": {"reload.py"},
     "structlog": {"logging/__init__.py"},
     "moto": {"demo.py"},
     "boto3": {"demo.py"},

@@ -13,14 +13,24 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
 from s3proxy.config import Config
-from tests.servers import KEY_ID, REGION, SECRET, Fault, ProxyServer, S3Server, free_port
+from s3proxy.record import RequestRecord
+from tests.servers import (
+    KEY_ID,
+    REGION,
+    SECRET,
+    Fault,
+    ProxyServer,
+    S3Server,
+    free_port,
+    s3_client,
+)
 from tests.sink_servers import wait_for
 
 AUTH = {"authorization": "Bearer test-token"}
@@ -34,13 +44,7 @@ class MotoProcess:
     endpoint_url: str
 
     def client(self) -> Any:
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            region_name=REGION,
-            aws_access_key_id=KEY_ID,
-            aws_secret_access_key=SECRET,
-        )
+        return s3_client(self.endpoint_url)
 
 
 @pytest.fixture
@@ -145,7 +149,11 @@ def test_the_default_site_takes_unknown_hosts_and_headers_rules_apply(
         '[[sites.main.headers]]\npaths = ["/assets/*"]\n'
         'set = { "Cache-Control" = "public, max-age=31536000, immutable", "X-Site" = "main" }\n'
     )
+    records: list[RequestRecord] = []
+    proxy.app.resources.sites()["main"].recorder = SimpleNamespace(emit=records.append)
     assert get(proxy, "anything.test").text == "home"
+    wait_for(lambda: len(records) == 1)
+    assert (records[0].site, records[0].resource) == ("main", "/")
     assert "x-site" not in get(proxy, "anything.test").headers
     for _ in range(2):
         asset = get(proxy, "anything.test", "/assets/app.js")
