@@ -14,11 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
+from s3proxy.config import Config
 from s3proxy.group import member
 from s3proxy.group.bus import Bus
 from s3proxy.group.state import InstanceState, Step, step
 from tests.group_servers import REDIS_SERVER, RedisServer
-from tests.servers import ProxyServer
+from tests.servers import ProxyServer, S3Server, free_port
 from tests.sink_servers import wait_for
 
 AUTH = {"authorization": "Bearer test-token"}
@@ -296,3 +297,47 @@ def test_readiness_and_gauge_show_redis(
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert "Connection refused" in ready.json()["group"]["error"]
     assert gauge() == "0.0"
+
+
+def test_a_site_purge_reaches_every_instance(
+    redis_server: RedisServer, base_config: Config, s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """With a sites file, ``?site=a&path=`` on one instance drops site a's page on the other
+    too (the event carries the namespaced cache key), and site b's page with the same path
+    stays."""
+    for key in ("a/x.html", "b/x.html"):
+        s3.client().put_object(Bucket=bucket, Key=key, Body=b"1")
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f'[sites.a]\nhosts = ["a.test"]\nbucket = "{bucket}"\nprefix = "a"\n'
+        f'[sites.b]\nhosts = ["b.test"]\nbucket = "{bucket}"\nprefix = "b"\n'
+    )
+    servers = []
+    try:
+        for i in range(2):
+            config = base_config.replace(
+                port=free_port(),
+                sites_file=str(sites),
+                cache_dir=str(tmp_path / f"cache-{i}"),
+                ttl=3600,
+                redis_url=redis_server.url,
+            )
+            servers.append(ProxyServer(config).start())
+        wait_for(lambda: joined(servers), what="both instances in the group")
+
+        def pages() -> list[bytes]:
+            return [
+                httpx.get(server.url + "/x.html", headers={"host": host}).content
+                for host in ("a.test", "b.test")
+                for server in servers
+            ]
+
+        assert pages() == [b"1"] * 4
+        for key in ("a/x.html", "b/x.html"):
+            s3.client().put_object(Bucket=bucket, Key=key, Body=b"2")
+        answer = purge(servers[0], "?site=a&path=/x.html")
+        assert answer["group"]["acknowledged"] == 2
+        assert pages() == [b"2", b"2", b"1", b"1"]
+    finally:
+        for server in servers:
+            server.stop()
