@@ -1,19 +1,22 @@
 """One request being answered: what the handlers read from it, and what they learn while
-answering (status, bytes sent, cache outcome) for the access log and the metrics record.
+answering (status, bytes sent, cache outcome, encoding) for the request line and the metrics
+record.
 
 The ``respond_*`` methods render through :mod:`s3proxy.responses` and keep that account, so
-no handler can send a response without the log line knowing.
+no handler can send a response without the log line knowing. Every answer carries
+``x-request-id``: the one a trusted proxy sent, else one made here (see :meth:`Exchange.begin`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from s3proxy import logging as log
 from s3proxy.outcome import NO_CACHE, Outcome
 from s3proxy.plan import Body, Headers, Plan
+from s3proxy.record import Network, client_ip, forwarded_request_id
 from s3proxy.responses import send_body, send_empty, send_stream, send_text
 
 _WANTED = frozenset(
@@ -29,8 +32,15 @@ _WANTED = frozenset(
         b"x-forwarded-for",
         b"access-control-request-headers",
         b"accept-encoding",
+        # for the request line only
+        b"host",
+        b"referer",
+        b"user-agent",
+        b"x-request-id",
     }
 )
+#: What the request line keeps of the path (keys longer than S3's 1,024 bytes get 414).
+PATH_MAX = 1024
 
 _NO_HEADERS: Headers = []
 
@@ -69,20 +79,75 @@ class Cors:
 class Exchange:
     """A request (``scope``, its picked ``headers``) and the account of its answer."""
 
-    scope: dict[str, Any]
+    scope: Mapping[str, Any]
     send: Any
     headers: dict[bytes, bytes]
     method: str
-    cors: Headers = field(default_factory=list)
+    request_id: bytes = b""
+    #: Headers every answer ends with: ``x-request-id``, then CORS's.
+    common: Headers = field(default_factory=list)
     now: float = 0.0
     status: int = 200
     sent: int = 0
     cache: str = NO_CACHE
     mime: bytes = b""
     compressed: bool = False
+    #: The Content-Encoding of what was sent (a variant's, or the object's own), else b"".
+    encoding: bytes = b""
     origin_bytes: int = 0
     #: The response has started: a failure now can only abort the connection.
     started: bool = False
+
+    @classmethod
+    def begin(cls, scope: Mapping[str, Any], send: Any, trusted: tuple[Network, ...]) -> Exchange:
+        """The exchange of a new request, with its request id: the ``X-Request-Id`` of a
+        trusted proxy (:func:`s3proxy.record.forwarded_request_id`), else a new one."""
+        headers = pick_headers(scope["headers"])
+        x = cls(scope, send, headers, scope["method"])
+        forwarded = headers.get(b"x-request-id")
+        if forwarded is not None:
+            client = scope.get("client")
+            forwarded = forwarded_request_id(forwarded, client[0] if client else None, trusted)
+        x.request_id = forwarded or log.request_id()
+        x.common = [(b"x-request-id", x.request_id)]
+        return x
+
+    def log_line(
+        self, elapsed: float, trusted: tuple[Network, ...], site: str = ""
+    ) -> tuple[str, str]:
+        """Write the request line for a request to ``site`` answered in ``elapsed`` seconds;
+        returns the client's address and the path (truncated as in the line) for the metrics
+        record."""
+        scope, headers = self.scope, self.headers
+        client = scope.get("client")
+        ip = client_ip(
+            headers.get(b"x-real-ip"),
+            headers.get(b"x-forwarded-for"),
+            client[0] if client else None,
+            trusted,
+        )
+        path = scope["raw_path"].decode("latin-1")[:PATH_MAX]
+        get = headers.get
+        host, referrer, agent = get(b"host"), get(b"referer"), get(b"user-agent")
+        log.request(
+            self.method,
+            path,
+            self.status,
+            self.sent,
+            round(elapsed * 1000, 3),
+            self.cache,
+            ip,
+            # Whole, as nginx logs them: the server bounds the head (--max-header-size).
+            host.decode("latin-1") if host else "",
+            scope["query_string"].decode("latin-1"),
+            referrer.decode("latin-1") if referrer else "",
+            agent.decode("latin-1") if agent else "",
+            self.encoding.decode("latin-1") if self.encoding else "",
+            self.request_id.decode("latin-1"),
+            scope["http_version"],
+            site,
+        )
+        return ip, path
 
     def note(self, outcome: Outcome) -> None:
         """Account for what the read-through did. Several reads make one request (the key,
@@ -100,7 +165,7 @@ class Exchange:
     async def respond_text(self, status: int, message: str, headers: Headers | None = None) -> None:
         """Our own short plain-text answer (never S3's XML), with the CORS headers."""
         self.status, self.started = status, True
-        self.sent = await send_text(self.send, status, message, [*(headers or ()), *self.cors])
+        self.sent = await send_text(self.send, status, message, [*(headers or ()), *self.common])
 
     async def respond_body(self, status: int, headers: Headers, body: bytes) -> None:
         self.status = status
@@ -122,11 +187,11 @@ class Exchange:
         body: bytes | AsyncIterator[bytes] | None = None,
         extra: Headers | None = None,
     ) -> Awaitable[None]:
-        """Send ``plan`` with the request's CORS headers: ``body`` (the part the plan chose,
-        in memory or as chunks) unless the plan sends none; ``extra`` headers are those only
-        the body's maker knows (a multipart boundary, a variant's length). Returns the
-        sending coroutine rather than being one: the hit path saves a frame."""
-        headers = plan.headers + extra + self.cors if extra else plan.headers + self.cors
+        """Send ``plan`` with the request's common headers (its id, CORS): ``body`` (the part
+        the plan chose, in memory or as chunks) unless the plan sends none; ``extra`` headers
+        are those only the body's maker knows (a multipart boundary, a variant's length).
+        Returns the sending coroutine rather than being one: the hit path saves a frame."""
+        headers = plan.headers + extra + self.common if extra else plan.headers + self.common
         if plan.body is Body.MESSAGE:
             return self.respond_text(plan.status, plan.message, plan.headers)
         if body is None or plan.body is Body.NONE:

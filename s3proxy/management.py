@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import time
 from collections import Counter
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -18,12 +19,14 @@ from urllib.parse import parse_qs, quote, urlencode
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from s3proxy import logging as log
 from s3proxy.config import SiteConfig
 from s3proxy.exceptions import S3ProxyError
+from s3proxy.exchange import Exchange
 from s3proxy.keys import Rejected, path_to_key
+from s3proxy.record import Network, parse_networks
 from s3proxy.resources import Resources
 from s3proxy.site import Site
 from s3proxy.startup import index_key, probe
@@ -52,8 +55,9 @@ def check_bearer(header: str | None, auth_key: str | None) -> Response | None:
     return None
 
 
-def management_app(resources: Resources) -> Router:
-    """The ``/_proxy`` routes of one worker, serving with its open ``resources``."""
+def management_app(resources: Resources) -> ASGIApp:
+    """The ``/_proxy`` routes of one worker, serving with its open ``resources``, each
+    request with its request line and ``x-request-id`` (:func:`accounted`)."""
     config = resources.config
     auth_key = config.process.auth_key
 
@@ -130,7 +134,7 @@ def management_app(resources: Resources) -> Router:
         await PlainTextResponse("Not Found\n", 404)(scope, receive, send)
 
     every = ["GET", "HEAD", "DELETE", "POST", "PUT", "PATCH"]
-    return Router(
+    router = Router(
         routes=[
             Route(CLEAR_PATH, clear, methods=every),
             Route(CLEAR_PATH + "/", clear, methods=every),
@@ -142,6 +146,36 @@ def management_app(resources: Resources) -> Router:
         ],
         default=not_found,
     )
+    return accounted(router, parse_networks(config.site.trusted_proxies))
+
+
+def accounted(app: ASGIApp, trusted: tuple[Network, ...]) -> ASGIApp:
+    """``app`` with the site's account of each request: the request line (status and body
+    bytes as sent; the ``Authorization`` header is never in it) and ``x-request-id`` on the
+    answer, by the same :class:`~s3proxy.exchange.Exchange` rules as the site's."""
+
+    async def call(scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        x = Exchange.begin(scope, send, trusted)
+
+        async def send_noted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                x.status, x.started = message["status"], True
+                message["headers"] = [*message.get("headers", ()), *x.common]
+            elif message["type"] == "http.response.body":
+                x.sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await app(scope, receive, send_noted)
+        except BaseException:
+            if not x.started:
+                x.status = 500  # what the server answers for us
+            raise
+        finally:
+            x.log_line(time.perf_counter() - started, trusted)
+
+    return call
 
 
 async def tell_group(resources: Resources, operations: list[tuple[str, str]]) -> dict[str, Any]:

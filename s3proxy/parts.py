@@ -230,7 +230,7 @@ class SiteConfig:
     trusted_proxies: tuple[str, ...] = setting(
         (), group=SERVER, env="TRUSTED_PROXIES", type=NETWORKS, shown="all",
         help="Comma-separated addresses/networks whose X-Real-IP/X-Forwarded-For are believed "
-        "(default: every peer's, as the original did).")
+        "(default: every peer's, as the original did) and whose X-Request-Id is kept.")
 
     def __post_init__(self) -> None:
         check(self)

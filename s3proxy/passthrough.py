@@ -27,7 +27,7 @@ async def send_direct(x: Exchange, fill: Fill, readthrough: ReadThrough) -> None
         meta = fill.meta
         assert meta is not None
         rep = arriving(fill.key, meta, fill.expires_at, readthrough.ttl, False, Ranges.ONE)
-        x.mime, x.cache = rep.mime, "pass"
+        x.mime, x.encoding, x.cache = rep.mime, rep.encoding, "pass"
         p = plan(x.method, x.headers, rep, x.now)
         if p.body is not Body.WHOLE and p.body is not Body.RANGES:
             return await x.render(p)

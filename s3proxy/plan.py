@@ -79,6 +79,8 @@ class Representation:
     whole: Headers = field(init=False, repr=False, compare=False)
     #: The Content-Type value, for the request's account.
     mime: bytes = field(init=False, repr=False, compare=False)
+    #: The Content-Encoding value (b"" for none), for the request's account.
+    encoding: bytes = field(init=False, repr=False, compare=False)
     #: Whole-body GET plans by Age: a hot object's hits within a second share one plan (a
     #: memo of a pure function; see :func:`_whole`).
     recent: dict[int, Plan] = field(init=False, repr=False, compare=False)
@@ -89,6 +91,8 @@ class Representation:
             whole.append((b"content-length", str(self.size).encode()))
         object.__setattr__(self, "whole", whole)
         object.__setattr__(self, "mime", self.headers[0][1])
+        encoding = next((v for n, v in self.headers if n == b"content-encoding"), b"")
+        object.__setattr__(self, "encoding", encoding)
         object.__setattr__(self, "recent", {})
 
 

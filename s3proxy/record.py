@@ -7,6 +7,7 @@ Pure: built at the end of a request from what the site handler already knows; th
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -69,6 +70,8 @@ def client_ip(
 
 
 def is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
+    """Whether ``peer`` is in one of the ``--trusted-proxies`` networks (none: no one is), so
+    that what it says about the request (client address, request id) may be believed."""
     if not peer:
         return False
     try:
@@ -76,6 +79,22 @@ def is_trusted(peer: str | None, trusted: tuple[Network, ...]) -> bool:
     except ValueError:
         return False
     return any(address in network for network in trusted)
+
+
+#: A request id we pass on: visible ASCII, at most 128 bytes (so a header cannot smuggle a
+#: newline or a megabyte into our lines and answers).
+_SANE_ID = re.compile(rb"[!-~]{1,128}")
+
+
+def forwarded_request_id(
+    value: bytes | None, peer: str | None, trusted: tuple[Network, ...]
+) -> bytes | None:
+    """The ``X-Request-Id`` a trusted proxy sent, if it is a sane token; else ``None`` (the
+    caller makes one). Unlike :func:`client_ip`, no ``--trusted-proxies`` trusts no one: an id
+    from anyone could be chosen to collide with another request's in the logs."""
+    if value is None or not trusted or not is_trusted(peer, trusted):
+        return None
+    return value if _SANE_ID.fullmatch(value) else None
 
 
 def _strip_port(value: str) -> str:

@@ -17,12 +17,11 @@ import time
 from functools import partial
 from typing import Any
 
-from s3proxy import logging as log
 from s3proxy.cache import Entry
 from s3proxy.config import SiteConfig
 from s3proxy.encoding import compress, compressible, negotiate
 from s3proxy.exceptions import BodyGone, CacheError, S3ProxyError, http_status
-from s3proxy.exchange import Cors, Exchange, pick_headers
+from s3proxy.exchange import Cors, Exchange
 from s3proxy.fill import Fill
 from s3proxy.keys import (
     Key,
@@ -45,7 +44,7 @@ from s3proxy.outcome import (
 from s3proxy.passthrough import send_direct
 from s3proxy.plan import Body, Headers, Plan, Ranges, Representation, plan
 from s3proxy.readthrough import ReadThrough
-from s3proxy.record import Recorder, RequestRecord, client_ip, parse_networks
+from s3proxy.record import Recorder, RequestRecord, parse_networks
 from s3proxy.responses import (
     INLINE_READ_MAX,
     VARY_ENCODING,
@@ -90,28 +89,20 @@ class Site:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
-        headers = pick_headers(scope["headers"])
-        x = Exchange(scope, send, headers, scope["method"])
+        x = Exchange.begin(scope, send, self.trusted)
         try:
             await self._dispatch(x)
+        except BaseException:
+            if not x.started:
+                x.status = 500  # what the server answers for us
+            raise
         finally:
             self._account(x, time.perf_counter() - started)
 
     def _account(self, x: Exchange, elapsed: float) -> None:
         """The request's log line and metrics record."""
         self.counts[x.cache] += 1
-        scope, headers = x.scope, x.headers
-        client = scope.get("client")
-        ip = client_ip(
-            headers.get(b"x-real-ip"),
-            headers.get(b"x-forwarded-for"),
-            client[0] if client else None,
-            self.trusted,
-        )
-        path = scope["raw_path"].decode("latin-1")[:1024]
-        log.request(
-            x.method, path, x.status, x.sent, round(elapsed * 1000, 3), x.cache, ip, site=self.name
-        )
+        ip, path = x.log_line(elapsed, self.trusted, self.name)
         if self.recorder is not None:
             self.recorder.emit(
                 RequestRecord(
@@ -131,7 +122,7 @@ class Site:
             )
 
     async def _dispatch(self, x: Exchange) -> None:
-        x.cors = self.cors.headers(x.headers.get(b"origin"))
+        x.common += self.cors.headers(x.headers.get(b"origin"))
         if x.method == "OPTIONS":
             return await x.respond_empty(204, self._preflight(x))
         if x.method not in ("GET", "HEAD"):
@@ -160,7 +151,7 @@ class Site:
             (b"access-control-allow-headers", requested),
             (b"access-control-max-age", b"86400"),
             (b"content-length", b"0"),
-            *x.cors,
+            *x.common,
         ]
 
     async def _serve(self, x: Exchange, key: Key, retried: bool = False) -> None:
@@ -218,7 +209,7 @@ class Site:
 
     async def _redirect(self, x: Exchange, location: bytes) -> None:
         return await x.respond_empty(
-            301, [(b"location", location), (b"content-length", b"0"), *x.cors]
+            301, [(b"location", location), (b"content-length", b"0"), *x.common]
         )
 
     async def _read(self, key: str, x: Exchange | None) -> Outcome:
@@ -289,14 +280,14 @@ class Site:
         meta = fill.meta
         assert meta is not None
         rep = arriving(fill.key, meta, fill.expires_at, self.ttl, self.compress, Ranges.NONE)
-        x.mime = rep.mime
+        x.mime, x.encoding = rep.mime, rep.encoding
         p = plan(x.method, x.headers, rep, x.now)
         return await x.render(p, fill.body() if p.body is Body.WHOLE else None)
 
     async def _send_entry(self, x: Exchange, entry: Entry) -> None:
         """A stored copy: a compressed variant, or the plan's part of the identity body."""
         rep = representation(entry, self.ttl, self.compress)
-        x.mime = rep.mime
+        x.mime, x.encoding = rep.mime, rep.encoding
         headers = x.headers
         accept = headers.get(b"accept-encoding")
         if accept is not None and b"range" not in headers and VARY_ENCODING in rep.headers:
@@ -343,6 +334,7 @@ class Site:
         client may hold the identity body of the same version (its first answer may have
         been that): still valid, so a 304 (``also_valid``)."""
         rep = representation(entry, self.ttl, True, coding)
+        x.encoding = rep.encoding
         p = plan(x.method, x.headers, rep, x.now, also_valid=identity)
         if p.status != 200:
             return await x.render(p)

@@ -152,19 +152,20 @@ def _combined_line(
 
 
 # Request ids: a random per-process prefix and a counter, 22 hex digits. Unique across
-# workers and restarts (48 random bits), and 0.2 µs against 2 µs for uuid4().hex.
-_id_prefix = os.urandom(6).hex()
+# workers and restarts (48 random bits); bytes, since the header wants them so. Measured
+# 0.27 µs, against 0.45 µs for the same as a str then encoded and 2 µs for uuid4().hex.
+_id_prefix = os.urandom(6).hex().encode()
 _id_counter = itertools.count(1)
 
 
-def request_id() -> str:
-    """A new request id for a request no trusted proxy named."""
-    return f"{_id_prefix}{next(_id_counter):010x}"
+def request_id() -> bytes:
+    """A new request id (ASCII) for a request no trusted proxy named."""
+    return b"%s%010x" % (_id_prefix, next(_id_counter))
 
 
 def _new_id_prefix() -> None:
     global _id_prefix, _id_counter
-    _id_prefix, _id_counter = os.urandom(6).hex(), itertools.count(1)
+    _id_prefix, _id_counter = os.urandom(6).hex().encode(), itertools.count(1)
 
 
 # A forked worker must not repeat its parent's ids.
