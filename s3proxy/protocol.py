@@ -93,6 +93,8 @@ class Refusal(Exception):
     def __init__(self, status: int, body: bytes, method: str = "") -> None:
         super().__init__(status, body)
         self.status, self.body, self.method = status, body, method
+        #: A new one: the head that would name one is refused, so no proxy's id is trusted.
+        self.request_id = log.request_id()
 
 
 # What each refusal says. A Refusal is made for each use: raising one instance again would
@@ -270,8 +272,9 @@ class StrictProtocol(HttpToolsProtocol):
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
         head.append(
-            b"content-type: text/plain; charset=utf-8\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n" % len(refusal.body)
+            b"content-type: text/plain; charset=utf-8\r\nx-request-id: %s\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n"
+            % (refusal.request_id, len(refusal.body))
         )
         self.transport.write(b"".join(head) + refusal.body)
         self._close_lingering()
@@ -300,7 +303,8 @@ class StrictProtocol(HttpToolsProtocol):
         method = refusal.method or (self.parser.get_method().decode("latin-1") if url else "-")
         path = url[:_LOGGED_PATH].split(b"?", 1)[0].decode("latin-1") if url else "-"
         client = self.client[0] if self.client else "-"
-        log.request(method, path, refusal.status, len(refusal.body), 0.0, "-", client)
+        status, sent, rid = refusal.status, len(refusal.body), refusal.request_id.decode()
+        log.request(method, path, status, sent, 0.0, "-", client, request_id=rid)
 
     def _time_out(self) -> None:
         """The header timeout passed: 408 if the head began, else close quietly (a client

@@ -7,6 +7,7 @@ a head slower than ``--header-timeout`` gets 408, connections past ``--max-conne
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -166,13 +167,18 @@ def test_bad_head_pipelined_after_a_good_one(served: Served) -> None:
 
 
 def test_unknown_method_is_logged_as_one_request_line(served: Served) -> None:
-    """A refusal is logged as one request line, with the unknown method."""
-    exchange(served.port, head("Host: a", request_line="BREW-X /unknown-method.txt HTTP/1.1"))
+    """A refusal is logged as one request line, with the unknown method and the request id
+    its answer carries."""
+    _, headers, _, _ = exchange(
+        served.port, head("Host: a", request_line="BREW-X /unknown-method.txt HTTP/1.1")
+    )
+    assert re.fullmatch(r"[0-9a-f]{22}", headers["x-request-id"])
     deadline = time.monotonic() + 10  # lines are buffered ~1 s; other refusals log "-" too
     while not (lines := [x for x in _log_lines(served.log_dir, "-") if x["method"] == "BREW-X"]):
         assert time.monotonic() < deadline
         time.sleep(0.1)
     assert [(line["method"], line["status"]) for line in lines] == [("BREW-X", 501)]
+    assert lines[0]["request_id"] == headers["x-request-id"]
 
 
 def test_slow_head_gets_408(served: Served) -> None:
