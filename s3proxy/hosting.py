@@ -20,10 +20,10 @@ from typing import Any
 from s3proxy import logging as log
 from s3proxy.cache import Cache
 from s3proxy.config import Config
+from s3proxy.exchange import Exchange
 from s3proxy.origin import S3Client
 from s3proxy.readthrough import ReadThrough
 from s3proxy.record import Recorder, RequestRecord, Timing, is_trusted, parse_networks
-from s3proxy.responses import send_text
 from s3proxy.routing import Router
 from s3proxy.site import Site
 from s3proxy.sitesfile import HeaderRule, Sites, SiteSpec
@@ -192,23 +192,22 @@ class Hosting:
         return is_trusted(client[0] if client else None, self.trusted)
 
     async def _no_site(self, scope: dict[str, Any], send: Any) -> None:
-        """404 for a Host no site claims, when no site is the default."""
+        """404 for a Host no site claims, when no site is the default; with its request line
+        and x-request-id like any answer (:class:`~s3proxy.exchange.Exchange`)."""
         started = time.perf_counter()
-        sent = await send_text(send, 404, "No site is served at this host name", [])
-        client = scope.get("client")
-        ip = client[0] if client else "-"
-        path = scope["raw_path"].decode("latin-1")[:1024]
+        x = Exchange.begin(scope, send, self.trusted)
+        await x.respond_text(404, "No site is served at this host name")
         elapsed = time.perf_counter() - started
-        log.request(scope["method"], path, 404, sent, round(elapsed * 1000, 3), "-", ip)
+        ip, path = x.log_line(elapsed, self.trusted)
         if self.recorder is not None:
             self.recorder.emit(
                 RequestRecord(
                     timestamp=time.time() - elapsed,
-                    method=scope["method"],
+                    method=x.method,
                     resource=path,
                     mime_type="text/plain",
                     ip=ip,
-                    size=sent,
+                    size=x.sent,
                     duration_us=int(elapsed * 1_000_000),
                     status=404,
                 )

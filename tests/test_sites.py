@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -129,6 +130,7 @@ def test_hosts_choose_sites_and_caches_never_mix(
     for host in ("b.test", "y.x.b.test", "nowhere.test"):
         answer = get(proxy, host)
         assert (answer.status_code, answer.text) == (404, "No site is served at this host name\n")
+        assert re.fullmatch(r"[0-9a-f]{22}", answer.headers["x-request-id"])
     sites = proxy.app.resources.sites()
     wait_for(lambda: sum(sum(site.counts.values()) for site in sites.values()) == 9)
     assert [site.counts for site in sites.values()] == [
