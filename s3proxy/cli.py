@@ -192,12 +192,14 @@ def _parsed(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 
 
 def _publish_options() -> list[click.Parameter]:
-    """The server's S3 options and its token (for --purge), in publish's own ``--help``
-    groups: cloup keeps a group's options in the group object, which serving also uses."""
+    """The server's S3 options, its token (for --purge) and sites file (for --site), in
+    publish's own ``--help`` groups: cloup keeps a group's options in the group object, which
+    serving also uses."""
     from s3proxy.publish import S3_SETTINGS
 
     groups: dict[str, cloup.OptionGroup] = {}
-    params: list[click.Parameter] = [option(f) for f in (*S3_SETTINGS, FIELDS["auth_key"])]
+    names = (*S3_SETTINGS, FIELDS["auth_key"], FIELDS["sites_file"])
+    params: list[click.Parameter] = [option(f) for f in names]
     for param in params:
         title = param.group.title  # type: ignore[attr-defined]
         param.group = groups.setdefault(title, cloup.OptionGroup(title))  # type: ignore[attr-defined]
@@ -211,6 +213,9 @@ def _publish_options() -> list[click.Parameter]:
 )
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, readable=True))
 @click.option("--prefix", default="", help="Publish under this folder of the bucket.")
+@click.option(
+    "--site", metavar="NAME", help="Publish to this site of --config (its bucket, prefix)."
+)
 @click.option("--delete", is_flag=True, help="Delete objects under the prefix with no file.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (uploads, deletes, bytes) only.")
 @click.option("--jobs", "-J", default=8, type=click.IntRange(1, 256), help="Requests at once.")

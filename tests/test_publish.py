@@ -244,3 +244,30 @@ def test_cli_dry_run_then_publish(site: Site, tmp_path: Path) -> None:
     status, out, _ = site.cli(str(root), "--bucket", site.bucket)
     assert status == 0 and out.startswith("published 2 files"), out
     assert site.contents() == tree_contents(root)
+
+
+def test_cli_site_from_the_sites_file(site: Site, tmp_path: Path) -> None:
+    """--site NAME --config FILE publishes to that site's server, bucket and prefix; an
+    unknown site, or --site with --bucket, is one line and exit 2."""
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        f"""
+[servers.store]
+endpoint_url = "{site.faults.endpoint_url}"
+path_style = true
+
+[sites.docs]
+hosts = ["docs.example.com"]
+server = "store"
+bucket = "{site.bucket}"
+prefix = "handbook/"
+"""
+    )
+    root = make_tree(tmp_path / "site", {"index.html": b"<p>", "a.css": b"a{}"})
+    status, out, err = site.cli(str(root), "--site", "docs", "--config", str(sites))
+    assert status == 0 and out.startswith("published 2 files"), err
+    assert site.contents("handbook/") == tree_contents(root)
+    status, _, err = site.cli(str(root), "--site", "blog", "--config", str(sites))
+    assert status == 2 and "no site 'blog' (its sites: docs)" in err
+    status, _, err = site.cli(str(root), "--site", "docs", "--bucket", "x", "--config", str(sites))
+    assert status == 2 and "give no --bucket or --prefix" in err

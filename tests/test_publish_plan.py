@@ -201,3 +201,16 @@ def test_progress_line_and_plain_output(monkeypatch: pytest.MonkeyPatch) -> None
 
     asyncio.run(tick())
     assert stream.getvalue().startswith("1/4 files, 2.0/8.0 MB") and "\x1b" not in stream.getvalue()
+
+
+def test_purge_requests() -> None:
+    """One clear per path (quoted), naming the site when there is one; past MAX_PATHS one
+    clear of everything (of the site)."""
+    from s3proxy.publish.purge import CLEAR_PATH, MAX_PATHS, requests_for
+
+    root = "http://p:8000" + CLEAR_PATH
+    assert requests_for("http://p:8000/", ["/a b.html"]) == [f"{root}?path=/a%20b.html"]
+    assert requests_for("http://p:8000", ["/a"], "docs") == [f"{root}?path=/a&site=docs"]
+    many = [f"/{n}" for n in range(MAX_PATHS + 1)]
+    assert requests_for("http://p:8000", many) == [root]
+    assert requests_for("http://p:8000", many, "docs") == [f"{root}?site=docs"]

@@ -11,6 +11,7 @@ the CLI prints); a publish that fails is one line and exit code 1.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import sys
@@ -34,23 +35,34 @@ def parse_age(text: str) -> float:
     return float(match[1]) * _UNITS[match[2] or "s"]
 
 
-def run_command(directory: str, prefix: str, dry_run: bool, **params: Any) -> int:
+def run_command(
+    directory: str,
+    prefix: str,
+    dry_run: bool,
+    site: str | None = None,
+    sites_file: str | None = None,
+    **params: Any,
+) -> int:
     """Publish with the command's values; print the plan or the summary on stdout, a failure
     as one line on stderr; return the exit code (0; 1 for a failed publish; 130 after
-    Ctrl-C). Raises
-    :class:`ConfigError` for a usage error."""
+    Ctrl-C). Raises :class:`ConfigError` for a usage error (an unknown site included)."""
     s3 = {f.name: params.pop(f.name) for f in S3_SETTINGS}
-    if not s3.get("bucket"):
-        raise ConfigError("--bucket (or S3_BUCKET) is required")
-    try:
-        normalized = normalize_prefix(prefix)
-    except ValueError as exc:
-        raise ConfigError(f"--prefix: {exc}") from None
+    if site is not None:
+        origin, normalized = site_target(site, sites_file, s3, prefix)
+    else:
+        if not s3.get("bucket"):
+            raise ConfigError("--bucket (or S3_BUCKET) is required, or --site with --config")
+        try:
+            normalized = normalize_prefix(prefix)
+        except ValueError as exc:
+            raise ConfigError(f"--prefix: {exc}") from None
+        origin = OriginConfig(**s3)
     options = Options(
         root=os.path.abspath(directory),
-        origin=OriginConfig(**s3),
+        origin=origin,
         prefix=normalized,
         dry_run=dry_run,
+        site=site,
         **params,
     )
     try:
@@ -63,6 +75,26 @@ def run_command(directory: str, prefix: str, dry_run: bool, **params: Any) -> in
         return 130
     print(render(summary, dry_run))
     return 0
+
+
+def site_target(
+    name: str, path: str | None, s3: dict[str, Any], prefix: str
+) -> tuple[OriginConfig, str]:
+    """The S3 server (with the bucket) and the prefix of the site ``name`` in the sites file
+    at ``path``, whose servers inherit the command line's S3 options ``s3``."""
+    from s3proxy.config import Config
+    from s3proxy.sitesfile import load
+
+    if path is None:
+        raise ConfigError("--site needs --config FILE, the sites file that names it")
+    if s3.get("bucket") or prefix:
+        raise ConfigError("--site names the bucket and prefix: give no --bucket or --prefix")
+    sites = load(path, Config.build(**s3))
+    spec = sites.sites.get(name)
+    if spec is None:
+        raise ConfigError(f"{path}: no site {name!r} (its sites: {', '.join(sorted(sites.sites))})")
+    origin = dataclasses.replace(sites.servers[spec.server], bucket=spec.bucket)
+    return origin, spec.settings.prefix
 
 
 def _say(line: str) -> None:

@@ -28,12 +28,16 @@ def path_of(key: str, prefix: str) -> str:
     return "/" + key[len(prefix) :]
 
 
-def requests_for(base: str, paths: list[str]) -> list[str]:
-    """The clear URLs that purge ``paths`` on the proxy at ``base``."""
+def requests_for(base: str, paths: list[str], site: str | None = None) -> list[str]:
+    """The clear URLs that purge ``paths`` on the proxy at ``base`` (of one site of its sites
+    file when ``site`` is given)."""
     root = base.rstrip("/") + CLEAR_PATH
+    named = f"site={quote(site, safe='')}" if site else ""
     if len(paths) > MAX_PATHS:
-        return [root]
-    return [f"{root}?path={quote(path, safe='/')}" for path in paths]
+        return [f"{root}?{named}" if named else root]
+    return [
+        f"{root}?path={quote(path, safe='/')}" + (f"&{named}" if named else "") for path in paths
+    ]
 
 
 def _get(url: str, token: str | None) -> None:
@@ -45,13 +49,18 @@ def _get(url: str, token: str | None) -> None:
 
 
 async def purge_all(
-    bases: tuple[str, ...], token: str | None, paths: list[str], say: Callable[[str], None]
+    bases: tuple[str, ...],
+    token: str | None,
+    paths: list[str],
+    say: Callable[[str], None],
+    site: str | None = None,
 ) -> int:
-    """Purge ``paths`` on every proxy; returns how many proxies were purged."""
+    """Purge ``paths`` (of ``site``, when given) on every proxy; returns how many proxies
+    were purged."""
     purged = 0
     for base in bases:
         try:
-            for url in requests_for(base, paths):
+            for url in requests_for(base, paths, site):
                 await asyncio.to_thread(_get, url, token)
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc

@@ -46,6 +46,8 @@ class Options:
     abort_stale: float | None = None
     purge_urls: tuple[str, ...] = ()
     auth_key: str | None = None
+    #: The site of the sites file published to (its proxies' purges name it).
+    site: str | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +69,7 @@ async def publish(options: Options, say: Callable[[str], None]) -> Summary:
     started = time.monotonic()
     async with Bucket(options.origin, pool=options.jobs + 4) as bucket:
         remote = await _listing(bucket, options.prefix)
+        aborted = 0
         if options.abort_stale is not None:
             aborted = await abort_stale(bucket, options, say)
         state = target_path(
@@ -79,7 +82,7 @@ async def publish(options: Options, say: Callable[[str], None]) -> Summary:
         digests = await asyncio.to_thread(JsonFile, state + ".digests.json")
         files = await _local(options, digests, remote)
         plan = await _plan(bucket, files, remote, options.delete)
-        summary = Summary(plan, aborted=aborted if options.abort_stale is not None else 0)
+        summary = Summary(plan, aborted=aborted)
         if options.dry_run:
             return summary
         requests = Requests(options.jobs)
@@ -102,7 +105,9 @@ async def publish(options: Options, say: Callable[[str], None]) -> Summary:
     changed = [f.key for f in plan.uploads] + list(plan.deletes)
     if options.purge_urls and changed:
         paths = [purge.path_of(key, options.prefix) for key in changed]
-        summary.purged = await purge.purge_all(options.purge_urls, options.auth_key, paths, say)
+        summary.purged = await purge.purge_all(
+            options.purge_urls, options.auth_key, paths, say, options.site
+        )
     summary.seconds = time.monotonic() - started
     return summary
 
