@@ -104,6 +104,7 @@ SITE = {
     "assets/app.3f2a.js": b"console.log(1)" * 100,
     "assets/app.css.gz": b"\x1f\x8b fake gzip",
     "big.bin": os.urandom(18 * MiB + 3),
+    "media/clip.bin": os.urandom(9 * MiB),  # two multipart uploads at once share the state
     ".well-known/security.txt": b"Contact: x",
     "empty.txt": b"",
 }

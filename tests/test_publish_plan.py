@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from pathlib import Path
 
@@ -214,3 +215,22 @@ def test_purge_requests() -> None:
     many = [f"/{n}" for n in range(MAX_PATHS + 1)]
     assert requests_for("http://p:8000", many) == [root]
     assert requests_for("http://p:8000", many, "docs") == [f"{root}?site=docs"]
+
+
+def test_state_snapshots_written_from_threads_in_any_order(tmp_path: Path) -> None:
+    """Snapshots written at once from many threads, in shuffled order: none fails (each
+    write has its own temporary file) and the newest snapshot is what stays."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from s3proxy.publish.state import JsonFile
+
+    state = JsonFile(str(tmp_path / "state" / "x.uploads.json"))
+    savers = []
+    for n in range(40):
+        state.data[str(n)] = n
+        savers.append(state.saver())
+    random.Random(3).shuffle(savers)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda save: save(), savers))
+    assert JsonFile(state.path).data == {str(n): n for n in range(40)}
+    assert os.listdir(tmp_path / "state") == ["x.uploads.json"]

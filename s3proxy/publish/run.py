@@ -91,7 +91,7 @@ async def publish(options: Options, say: Callable[[str], None]) -> Summary:
             await _uploads(transfer, plan.uploads, options, summary, digests.data)
         finally:
             with contextlib.suppress(OSError):  # only a speed-up for the next run
-                await asyncio.to_thread(digests.save)
+                await asyncio.to_thread(digests.saver())
         if summary.failed:
             raise PublishError(
                 f"{len(summary.failed)} of {len(plan.uploads)} files failed "

@@ -15,9 +15,13 @@ cannot be read is treated as empty: the worst it costs is sending parts again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
+import tempfile
+import threading
+from collections.abc import Callable
 from typing import Any
 
 
@@ -28,23 +32,49 @@ def target_path(cache_dir: str, *identity: str) -> str:
 
 
 class JsonFile:
-    """A dict kept in one JSON file, saved atomically. Blocking (small writes)."""
+    """A dict kept in one JSON file, saved atomically.
+
+    :meth:`saver` takes a snapshot in the caller's thread (the event loop, which owns the
+    dict) and returns the blocking write, for a worker thread; writes are serialised, and of
+    two snapshots written in any order the newer one stays."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.data: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._taken = self._written = 0
         with contextlib.suppress(OSError, ValueError):
             with open(path, encoding="utf-8") as f:
                 loaded = json.load(f)
             if isinstance(loaded, dict):
                 self.data = loaded
 
+    def saver(self) -> Callable[[], None]:
+        """The dict as it is now, as a call that writes it (OSError if it cannot)."""
+        self._taken += 1
+        text = json.dumps(self.data, separators=(",", ":"))
+        return functools.partial(self._write, self._taken, text)
+
     def save(self) -> None:
-        """Write the dict out atomically; OSError if the directory cannot be written."""
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        temporary = f"{self.path}.{os.getpid()}.tmp"
-        with open(temporary, "w", encoding="utf-8") as f:
-            json.dump(self.data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, self.path)
+        """Write the dict out now (blocking)."""
+        self.saver()()
+
+    def _write(self, version: int, text: str) -> None:
+        with self._lock:
+            if version <= self._written:
+                return  # a newer snapshot is on disk already
+            directory = os.path.dirname(self.path)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            # A name of its own: another publish of the same target may be saving too.
+            fd, temporary = tempfile.mkstemp(dir=directory, prefix=".saving-")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(text)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(temporary, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                raise
+            self._written = version

@@ -175,7 +175,7 @@ class Transfer:
                 "part": part,
                 "started": time.time(),
             }
-            await asyncio.to_thread(self.uploads.save)
+            await asyncio.to_thread(self.uploads.saver())
         digests: list[bytes] = [b""] * count
         numbers = iter(range(1, count + 1))
 
@@ -239,7 +239,7 @@ class Transfer:
             if exc.code != "NoSuchUpload" or not await self._is_there(file):
                 raise
         self.uploads.data.pop(file.key, None)
-        await asyncio.to_thread(self.uploads.save)
+        await asyncio.to_thread(self.uploads.saver())
 
     async def _is_there(self, file: LocalFile) -> bool:
         try:
@@ -278,4 +278,4 @@ class Transfer:
         except OriginError:
             pass
         self.uploads.data.pop(key, None)
-        await asyncio.to_thread(self.uploads.save)
+        await asyncio.to_thread(self.uploads.saver())
