@@ -22,6 +22,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from s3proxy import logging as log
+from s3proxy import registry
 from s3proxy.config import SiteConfig
 from s3proxy.exceptions import S3ProxyError
 from s3proxy.exchange import Exchange
@@ -121,6 +122,16 @@ def management_app(resources: Resources) -> ASGIApp:
             return PlainTextResponse("No sites file (--config): nothing to reload\n", 404)
         return JSONResponse(resources.reloader.status())
 
+    async def sites(request: Request) -> Response:
+        denied = check_bearer(request.headers.get("authorization"), auth_key)
+        if denied is not None:
+            return denied
+        name = request.path_params.get("name")
+        status, body = await registry.answer(
+            resources.registry, request.method, name, request.stream()
+        )
+        return JSONResponse(body, status)
+
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -141,6 +152,8 @@ def management_app(resources: Resources) -> ASGIApp:
             Route("/_proxy/_private/_cache/stats", stats, methods=["GET"]),
             Route("/_proxy/_private/metrics", metrics, methods=["GET"]),
             Route("/_proxy/_private/config", sites_config, methods=["GET"]),
+            Route("/_proxy/_private/sites", sites, methods=["GET"]),
+            Route("/_proxy/_private/sites/{name}", sites, methods=["GET", "PUT", "DELETE"]),
             Route("/_proxy/health", health, methods=["GET", "HEAD"]),
             Route("/_proxy/ready", ready, methods=["GET", "HEAD"]),
         ],

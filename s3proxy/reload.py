@@ -1,6 +1,7 @@
 """Live reload of the sites file, in each worker: on SIGHUP (the server forwards its own to
 every worker) and when the file changes (watched with :mod:`watchfiles`, the only module that
-imports it).
+imports it), and when a site is registered at runtime (:mod:`s3proxy.registry`, whose state
+directory is watched too).
 
 The whole file is read and checked first (:func:`s3proxy.sitesfile.load`): a bad file
 changes nothing, is logged with its reason (``sites_reload_failed``) and stays the
@@ -25,6 +26,7 @@ from s3proxy import sitesfile
 from s3proxy.config import Config
 from s3proxy.exceptions import ConfigError
 from s3proxy.hosting import Hosting
+from s3proxy.registry import Registry
 
 #: Milliseconds of quiet after a change before the file is read (an editor's write, rename
 #: and chmod come as one reload).
@@ -37,12 +39,13 @@ class Reloader:
     """Reloads ``config``'s sites file into ``hosting``. :meth:`start` installs the SIGHUP
     handler and the watcher; ``stack`` undoes both at shutdown."""
 
-    def __init__(self, config: Config, hosting: Hosting) -> None:
+    def __init__(self, config: Config, hosting: Hosting, registry: Registry) -> None:
         assert config.process.sites_file is not None
         self.config = config
         self.path = config.process.sites_file
         self._directory = os.path.dirname(os.path.abspath(self.path))
         self.hosting = hosting
+        self.registry = registry
         #: The reason the last reload failed, and when; ``None`` since a good one.
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -73,7 +76,12 @@ class Reloader:
         directory, so a change may not name the file itself (an unchanged file is read,
         compared and left alone)."""
         async for _changes in watchfiles.awatch(
-            self._directory, stop_event=stop, debounce=DEBOUNCE_MS, step=50, recursive=False
+            self._directory,
+            self.registry.directory,
+            stop_event=stop,
+            debounce=DEBOUNCE_MS,
+            step=50,
+            recursive=False,
         ):
             await self.reload("file_changed")
 
@@ -86,12 +94,13 @@ class Reloader:
             except ConfigError as exc:
                 self.last_error, self.last_error_at = str(exc), time.time()
                 _logger.error("sites_reload_failed", cause=cause, error=str(exc))
+                await self.registry.serve(None)  # registrations still apply, over the last file
                 return False
             self.last_error = self.last_error_at = None
-            if sites == self.hosting.served.sites:
+            served = await self.registry.serve(sites)
+            if served is None:
                 _logger.debug("sites_unchanged", cause=cause)
                 return True
-            served = await self.hosting.swap(sites)
             _logger.info(
                 "sites_reloaded", cause=cause, version=served.version, sites=len(sites.sites)
             )

@@ -12,6 +12,7 @@ from s3proxy.cache import Cache
 from s3proxy.config import CacheConfig, Config
 from s3proxy.hosting import Hosting
 from s3proxy.origin import Origin
+from s3proxy.registry import Registry
 from s3proxy.reload import Reloader
 from s3proxy.sinks.factory import wanted as sinks_wanted
 from s3proxy.sinks.process import SinkClient
@@ -47,6 +48,8 @@ class Resources:
     group: Group | None  # None: no --redis-url
     #: Reloads the sites file on SIGHUP and when it changes (``None``: no ``--config``).
     reloader: Reloader | None = None
+    #: Sites registered at runtime (``None``: no ``--config``).
+    registry: Registry | None = None
 
     @property
     def site(self) -> Site:
@@ -83,7 +86,12 @@ class Resources:
             stack.push_async_callback(sinks.close)
         hosting.recorder = sinks
         stack.push_async_callback(hosting.close)
-        await hosting.swap(load_sites(config))
+        registry = None
+        if config.process.sites_file:
+            registry = Registry(config, hosting)
+            await registry.serve(load_sites(config))
+        else:
+            await hosting.swap(load_sites(config))
         group = None
         if config.group.redis_url is not None:
             from s3proxy.group import Group  # only then: redis-py is not even imported
@@ -95,9 +103,10 @@ class Resources:
             stack.push_async_callback(group.close)
         reloader = None
         if config.process.sites_file:
-            reloader = Reloader(config, hosting)
+            assert registry is not None
+            reloader = Reloader(config, hosting, registry)
             await reloader.start(stack)
-        return cls(config, cache, hosting, sinks, group, reloader)
+        return cls(config, cache, hosting, sinks, group, reloader, registry)
 
 
 def load_sites(config: Config) -> Sites:

@@ -121,10 +121,10 @@ def parse(data: Mapping[str, Any], path: str, base: Config) -> Sites:
         servers[name] = _server(table, f"{path}: server {name}", servers[DEFAULT_SERVER])
     sites: dict[str, SiteSpec] = {}
     for name, table in _tables(data, "sites", path).items():
-        sites[name] = _site(name, table, f"{path}: site {name}", base, servers)
+        sites[name] = site(name, table, f"{path}: site {name}", base, servers)
     if not sites:
         raise SitesFileError(f"{path}: no [sites.NAME] table: nothing to serve")
-    _check_claims(sites.values(), path)
+    check_claims(sites.values(), path)
     return Sites(servers, sites, path)
 
 
@@ -152,13 +152,17 @@ def _server(table: Mapping[str, Any], where: str, base: OriginConfig) -> OriginC
         raise SitesFileError(f"{where}: {key}: {exc.problem}") from None
 
 
-def _site(
+def site(
     name: str,
     table: Mapping[str, Any],
     where: str,
     base: Config,
     servers: Mapping[str, OriginConfig],
 ) -> SiteSpec:
+    """One ``[sites.NAME]`` table (a file's, or one registered at runtime), without the
+    claims of other sites (:func:`check_claims`). Raises :class:`SitesFileError`."""
+    if not _NAME.match(name):
+        raise SitesFileError(f"{where}: a name is letters, digits, - and _")
     for key in table:
         if key not in SITE_KEYS:
             raise SitesFileError(f"{where}: {key}: unknown key (a site takes {_site_keys()})")
@@ -247,8 +251,9 @@ def _header_rule(rule: Mapping[str, Any], where: str) -> HeaderRule:
     return HeaderRule(tuple(paths), tuple(pairs))
 
 
-def _check_claims(sites: Any, path: str) -> None:
-    """Each host belongs to one site, and at most one site is the default."""
+def check_claims(sites: Any, path: str) -> None:
+    """Raises :class:`SitesFileError` unless each host belongs to one site, and at most one
+    site is the default."""
     owners: dict[str, str] = {}
     default: str | None = None
     for site in sites:

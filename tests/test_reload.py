@@ -184,14 +184,7 @@ def test_sighup_reloads_every_worker(
     link = tmp_path / "conf" / "sites.toml"
     link.parent.mkdir()
     link.symlink_to(real)
-    port = free_port()
-    args = [
-        "--config", str(link), "--region", REGION, "--key", KEY_ID, "--secret", SECRET,
-        "--endpoint-url", s3.endpoint_url, "--path-style", "true", "--port", str(port),
-        "--cache-dir", str(tmp_path / "cache"), "--dir", "", "--host", "127.0.0.1",
-        "--threads", "2", "--auth-key", "test-token",
-    ]  # fmt: skip
-    proxy = ProxyProcess(args, {}, port).wait_ready()
+    proxy = ProxyProcess.two_workers(str(link), s3, str(tmp_path / "cache"))
     try:
         hosts: Callable[[], set[str]] = lambda: {  # noqa: E731
             httpx.get(proxy.url + "/", headers={"host": "a.test"}).text for _ in range(20)
