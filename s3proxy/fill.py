@@ -40,6 +40,8 @@ class Fill:
     headers: asyncio.Future[Outcome]
     #: Where bytes the cache does not hold are asked for (see :meth:`body`).
     origin: Origin | None = None
+    #: The expired copy (or remembered 404) this fill revalidates; ``None`` for a cold miss.
+    stale: Entry | None = None
     meta: ObjectMeta | None = None
     #: When a copy of the body S3 is sending goes stale: counted from S3's answer, so the
     #: headers sent while it arrives and those of the stored copy agree.

@@ -148,6 +148,8 @@ class Hosting:
             honor_cache_control=settings.honor_cache_control,
             max_object_size=self.config.cache.cache_max_object_size,
             stale_if_error=settings.stale_if_error,
+            stale_while_revalidate=settings.stale_while_revalidate,
+            error_ttl=settings.error_ttl,
             namespace=spec.namespace,
         )
         return Hosted(Site(settings, readthrough, self.recorder, name=spec.name), spec.headers)

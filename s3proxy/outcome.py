@@ -6,7 +6,8 @@ where each cache decision is a state the caller matches on).
     Outcome          cache status   what the endpoint sends
     ├── Hit          hit            the stored copy, fresh
     ├── Revalidated  revalidated    the stored copy, just confirmed by S3 (304) and refreshed
-    ├── Stale        stale          the stored copy, expired, because S3 was not asked or failed
+    ├── Stale        stale          the stored copy, expired, because S3 failed (now, or
+    │                revalidating   moments ago), or while it is asked in the background
     ├── Missing      hit / miss     nothing: S3 has no such key (remembered, or just asked)
     ├── Filling      miss           the body S3 is sending, being stored as it arrives
     └── PassThrough  pass           the body S3 is sending, not stored (too large, cache full)
@@ -17,7 +18,7 @@ from timestamps or flags: it matches on the type.
 
 A :class:`Stale` copy names its ``error`` when S3 failed (stale-if-error, RFC 5861 §4); with
 ``error=None`` it is a copy served stale on purpose while a revalidation runs in the
-background (stale-while-revalidate, RFC 5861 §3), which the read-through may start itself.
+background (stale-while-revalidate, RFC 5861 §3), which the read-through starts itself.
 """
 
 from __future__ import annotations
@@ -102,8 +103,13 @@ class Stale(_StoredCopy):
 
     entry: Entry
     error: OriginError | None = None
-    cache: ClassVar[str] = "stale"
     origin_bytes: ClassVar[int] = 0
+
+    @property
+    def cache(self) -> str:
+        """``stale`` when S3 failed (nginx's ``STALE``), ``revalidating`` while a background
+        revalidation runs (nginx's ``UPDATING``)."""
+        return "revalidating" if self.error is None else "stale"
 
 
 @dataclass(frozen=True, slots=True)

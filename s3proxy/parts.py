@@ -209,6 +209,14 @@ class SiteConfig:
     stale_if_error: int = setting(
         3600, group=CACHE, between=(0, 365 * 86400),
         help="Seconds past expiry an object may be served while S3 fails.")
+    stale_while_revalidate: int = setting(
+        0, group=CACHE, between=(0, 365 * 86400),
+        help="Seconds past expiry an object is served at once while S3 is asked again in the "
+        "background (RFC 5861); 0: off, requests wait for S3.")
+    error_ttl: float = setting(
+        5.0, group=CACHE, between=(0, 3600),
+        help="Seconds a failure of S3 for a key (5xx, timeout, refused) is remembered: requests "
+        "for it get the stale copy, else the same 502/504, without asking S3; 0: off.")
     index_document: str = setting(
         "index.html", group=SITE, help="Served for paths that end in '/'.")
     error_document: str | None = setting(

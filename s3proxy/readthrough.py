@@ -14,6 +14,14 @@ When the cache cannot store a body — no file can be created (a full disk, a qu
 read-only mount), or a write fails part way — the response is not cut off: the body streams
 from S3 to the clients as objects over ``--cache-max-object-size`` do, nothing partial is kept,
 and the cache decides, by the cause, when to try again (:mod:`s3proxy.cache.faults`).
+
+While S3 fails, a key costs it one GET per ``--error-ttl`` at most: concurrent requests share
+the key's fill (misses, revalidations and retries alike), and its failure (5xx, timeout,
+refused connection; a 404 is an answer, remembered as one) is remembered
+(:mod:`s3proxy.failures`), so requests meanwhile get the expired copy within its
+stale-if-error window (RFC 5861 §4), else the same 502/504, without asking S3. An expired copy
+within its stale-while-revalidate window (§3) is served at once while the key's one fill
+revalidates it in the background. :func:`s3proxy.freshness.stale_windows` sets both windows.
 """
 
 from __future__ import annotations
@@ -22,13 +30,15 @@ import asyncio
 import time
 
 from s3proxy import logging as log
+from s3proxy.breaker import is_failure
 from s3proxy.cache import Cache, Entry, Writer
 from s3proxy.exceptions import CacheError, ObjectNotFound, OriginError
+from s3proxy.failures import FailureMemory
 from s3proxy.fill import Fill, pass_through
-from s3proxy.freshness import lifetime
+from s3proxy.freshness import StaleWindows, lifetime, stale_windows
 from s3proxy.meta import ObjectMeta
 from s3proxy.origin import NOT_MODIFIED, Origin, OriginObject
-from s3proxy.outcome import Filling, Hit, Missing, Outcome, Revalidated, Stale
+from s3proxy.outcome import Filling, Hit, Missing, Outcome, PassThrough, Revalidated, Stale
 
 #: The shortest interval between two ``cache_cannot_store`` warnings, in seconds.
 STORE_RETRY = 10.0
@@ -37,7 +47,11 @@ _logger = log.get_logger("s3proxy.cache")
 
 
 class ReadThrough:
-    """Serve keys from ``cache``, filling from ``origin`` once per key on a miss."""
+    """Serve keys from ``cache``, filling from ``origin`` once per key on a miss.
+
+    ``stale_if_error`` and ``stale_while_revalidate`` are the stale windows' seconds (objects'
+    own directives replace them under ``honor_cache_control``); ``error_ttl`` is how long a
+    key's failure is remembered (0: not at all)."""
 
     def __init__(
         self,
@@ -48,6 +62,8 @@ class ReadThrough:
         honor_cache_control: bool = False,
         max_object_size: int | None = None,
         stale_if_error: int = 0,
+        stale_while_revalidate: int = 0,
+        error_ttl: float = 0.0,
         namespace: str = "",
     ) -> None:
         self.cache = cache
@@ -59,6 +75,8 @@ class ReadThrough:
         self.honor_cache_control = honor_cache_control
         self.max_object_size = max_object_size
         self.stale_if_error = stale_if_error
+        self.stale_while_revalidate = stale_while_revalidate
+        self.failures = FailureMemory(error_ttl)
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned_at = -STORE_RETRY
@@ -91,22 +109,64 @@ class ReadThrough:
         return now + lifetime(meta, self.ttl, now, honor=self.honor_cache_control)
 
     async def fetch(self, key: str) -> Outcome:
-        """Start or join the fill for ``key`` and wait for S3's headers. Raises
-        :class:`OriginError` subclasses (not found is :class:`Missing`). The request that
-        starts a fill that stores a body is charged its size (``origin_bytes``)."""
+        """What serving ``key`` takes when :meth:`lookup` found no fresh answer: join the
+        key's fill, else start one, and wait for S3's headers. Without waiting for S3: an
+        expired copy within its stale-while-revalidate window (the fill, started if none runs,
+        revalidates it in the background), and, while S3's failure for the key is
+        remembered, the expired copy within its stale-if-error window or the failure raised
+        again. Raises :class:`OriginError` subclasses (not found is :class:`Missing`). The
+        request that starts a fill that stores a body is charged its size
+        (``origin_bytes``)."""
         fill = self._fills.get(key)
         leader = fill is None
         if fill is None:
-            fill = Fill(key, asyncio.get_running_loop().create_future(), self.origin)
-            self._fills[key] = fill
-            task = asyncio.create_task(self._run(fill), name=f"fill:{key}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            stale = self.cache.get(self.namespace + key)
+            error = self.failures.recall(key, time.monotonic())
+            if error is not None:  # S3 failed for this key moments ago: do not ask again yet
+                return self._instead_of_failing(stale, error)
+            fill = self._start(key, stale)
+            if stale is not None and self._while_revalidating(stale):
+                fill.headers.add_done_callback(_close_unclaimed)
+                return Stale(stale)
+        elif fill.stale is not None and self._while_revalidating(fill.stale):
+            return Stale(fill.stale)  # the copy this fill revalidates: joiners read no index
         # shield: a waiter being cancelled must not cancel the shared future.
         outcome = await asyncio.shield(fill.headers)
         if leader and type(outcome) is Filling and fill.meta is not None:
             return Filling(fill, fill.meta.size)
         return outcome
+
+    def _start(self, key: str, stale: Entry | None) -> Fill:
+        """Start the fill of ``key`` as a task of its own, tracked for :meth:`close`;
+        ``stale`` is the expired copy (or remembered 404) it revalidates, if any."""
+        fill = Fill(key, asyncio.get_running_loop().create_future(), self.origin, stale)
+        self._fills[key] = fill
+        task = asyncio.create_task(self._run(fill), name=f"fill:{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return fill
+
+    def _windows(self, meta: ObjectMeta) -> StaleWindows:
+        return stale_windows(
+            meta,
+            while_revalidate=self.stale_while_revalidate,
+            if_error=self.stale_if_error,
+            honor=self.honor_cache_control,
+        )
+
+    def _while_revalidating(self, stale: Entry) -> bool:
+        """stale-while-revalidate (RFC 5861 §3): whether the expired ``stale`` may be served
+        at once while S3 is asked in the background. Remembered 404s never are."""
+        if stale.meta is None or not (self.stale_while_revalidate or self.honor_cache_control):
+            return False  # no window can be open: parse no Cache-Control
+        return time.time() - stale.expires_at < self._windows(stale.meta).while_revalidate
+
+    def _instead_of_failing(self, stale: Entry | None, error: OriginError) -> Stale:
+        """``stale`` standing in for S3's ``error`` (stale-if-error, RFC 5861 §4); raises
+        ``error`` if it may not."""
+        if stale is None or not self._usable_when_failing(stale):
+            raise error
+        return Stale(stale, error)
 
     @property
     def busy(self) -> bool:
@@ -134,7 +194,7 @@ class ReadThrough:
             self._fills.pop(fill.key, None)
 
     async def _fill(self, fill: Fill) -> None:
-        stale = self.cache.get(self.namespace + fill.key)
+        stale = fill.stale
         etag = stale.meta.etag if stale is not None and stale.meta is not None else None
         generation = self.cache.generation
         try:
@@ -147,9 +207,9 @@ class ReadThrough:
             fill.headers.set_result(Missing(fill.key, "miss"))
             return
         except OriginError as exc:
-            if stale is None or not self._usable_when_failing(stale):
-                raise
-            fill.headers.set_result(Stale(stale, exc))
+            if is_failure(exc):  # remembered before the fill ends: no request slips between
+                self.failures.remember(fill.key, exc, time.monotonic())
+            fill.headers.set_result(self._instead_of_failing(stale, exc))
             return
         if result is NOT_MODIFIED:
             assert stale is not None
@@ -165,11 +225,11 @@ class ReadThrough:
         await self._store(fill, result, generation)
 
     def _usable_when_failing(self, stale: Entry) -> bool:
-        """stale-if-error (RFC 5861): an expired object may stand in for a failing S3 for
-        ``stale_if_error`` seconds past its expiry. Remembered 404s never do."""
+        """stale-if-error (RFC 5861 §4): an expired object may stand in for a failing S3
+        within its stale-if-error window past its expiry. Remembered 404s never do."""
         if stale.meta is None:
             return False
-        return time.time() - stale.expires_at <= self.stale_if_error
+        return time.time() - stale.expires_at <= self._windows(stale.meta).if_error
 
     async def _store(self, fill: Fill, obj: OriginObject, generation: int) -> None:
         """Stream ``obj`` into the cache while the fill's readers follow it, then commit it.
@@ -248,6 +308,18 @@ class ReadThrough:
                 unstored=self._unstored,
             )
             self._warned_at, self._unstored = now, 0
+
+
+def _close_unclaimed(headers: asyncio.Future[Outcome]) -> None:
+    """A background revalidation found a new version too large to store: nobody will read
+    S3's response, so free its connection now rather than after ``UNCLAIMED_TIMEOUT``."""
+    if headers.cancelled() or headers.exception() is not None:
+        return
+    outcome = headers.result()
+    if isinstance(outcome, PassThrough):
+        obj = outcome.fill.claim()
+        if obj is not None:
+            obj.close()
 
 
 __all__ = ["Fill", "OriginError", "ReadThrough", "Writer"]
