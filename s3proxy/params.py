@@ -26,6 +26,16 @@ _CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 MAX_CPU = 4095
 
 
+def parse_size(text: str) -> int | None:
+    """``10g``, ``512m``, ``64KiB``, ``1.5g`` (binary units) or plain bytes; ``None`` if it is
+    not a size."""
+    match = _SIZE.match(text)
+    if not match:
+        return None
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** _UNITS.index(unit or "b"))
+
+
 class Size(click.ParamType[int]):
     """A byte count: ``10g``, ``512m``, ``64KiB``, ``1.5g`` (binary units) or plain bytes."""
 
@@ -34,11 +44,10 @@ class Size(click.ParamType[int]):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
-        match = _SIZE.match(str(value))
-        if not match:
+        size = parse_size(str(value))
+        if size is None:
             self.fail(f'"{value}" is not a size: use a byte count or e.g. 512m, 10g', param, ctx)
-        number, unit = float(match.group(1)), match.group(2).lower()
-        return int(number * 1024 ** _UNITS.index(unit or "b"))
+        return size
 
     @staticmethod
     def show(value: int) -> str:
