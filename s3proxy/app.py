@@ -47,7 +47,9 @@ class App:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            if scope["path"].startswith("/_proxy/"):
+            path = scope["path"]
+            # /_proxy/auth/ is a site's own (its login flow: s3proxy.access)
+            if path.startswith("/_proxy/") and not path.startswith("/_proxy/auth/"):
                 await self._management(scope, receive, send)
             else:
                 await self._site(scope, receive, send)

@@ -37,6 +37,9 @@ _WANTED = frozenset(
         b"referer",
         b"user-agent",
         b"x-request-id",
+        # access rules (s3proxy.access): the credentials a check reads
+        b"authorization",
+        b"cookie",
     }
 )
 #: What the request line keeps of the path (keys longer than S3's 1,024 bytes get 414).
@@ -95,6 +98,8 @@ class Exchange:
     #: The Content-Encoding of what was sent (a variant's, or the object's own), else b"".
     encoding: bytes = b""
     origin_bytes: int = 0
+    #: Objects over this many bytes answer 307 to a presigned URL (an access rule's).
+    presign_over: int | None = None
     #: The response has started: a failure now can only abort the connection.
     started: bool = False
 

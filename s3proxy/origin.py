@@ -336,6 +336,15 @@ class S3Client:
         md5 = hashlib.md5(usedforsecurity=False) if verify else None
         return OriginObject(key, ObjectMeta.from_response(response), response["Body"], md5)
 
+    async def presign_get(self, key: str, seconds: int) -> str:
+        """A URL that GETs ``key`` from S3 without credentials for ``seconds`` (SigV4 query
+        signing, computed locally: no request to S3)."""
+        params = {"Bucket": self.bucket, "Key": key}
+        url: str = await self._client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=seconds
+        )
+        return url
+
     @property
     def endpoint_url(self) -> str:
         """The endpoint the client sends to: the flag's, ``AWS_ENDPOINT_URL*``'s, or AWS's."""

@@ -17,6 +17,8 @@ import time
 from functools import partial
 from typing import Any
 
+from s3proxy.access.guard import Guard
+from s3proxy.access.signed import strip
 from s3proxy.cache import Entry
 from s3proxy.config import SiteConfig
 from s3proxy.encoding import compress, compressible, negotiate
@@ -71,10 +73,13 @@ class Site:
         readthrough: ReadThrough,
         recorder: Recorder | None = None,
         name: str = "",
+        guard: Guard | None = None,
     ) -> None:
         self.config = config
         #: The site's name in a sites file (``default`` without one), in logs and records.
         self.name = name
+        #: The site's access rules (``None``: everything is public).
+        self.guard = guard
         self.readthrough = readthrough
         self.recorder = recorder
         self.trusted = parse_networks(config.trusted_proxies)
@@ -127,9 +132,13 @@ class Site:
             return await x.respond_empty(204, self._preflight(x))
         if x.method not in ("GET", "HEAD"):
             return await x.respond_text(405, "Method Not Allowed", [(b"allow", ALLOW)])
-        if self.config.reject_query_strings and x.scope["query_string"]:
+        guard, query, raw_path = self.guard, x.scope["query_string"], x.scope["raw_path"]
+        if guard is not None:
+            if raw_path.startswith(b"/_proxy/auth/"):
+                return await guard.page(x)
+            query = strip(query)  # a signed link's parameters are not the site's query
+        if self.config.reject_query_strings and query:
             return await x.respond_text(400, "Query strings are not accepted")
-        raw_path = x.scope["raw_path"]
         key: Key | Rejected | None = self._keys.get(raw_path)
         if key is None:
             key = path_to_key(
@@ -142,6 +151,10 @@ class Site:
         if isinstance(key, Rejected):
             return await x.respond_text(key.status, key.reason)
         x.now = time.time()
+        if guard is not None:  # checked before the cache is read
+            rule = guard.rule(key.key)
+            if rule is not None and not await guard.admit(x, key, rule):
+                return None
         return await self._serve(x, key)
 
     def _preflight(self, x: Exchange) -> Headers:
@@ -174,8 +187,12 @@ class Site:
             entry = outcome.entry
             meta = entry.meta
             assert meta is not None
+            if x.presign_over is not None and await self._offload(x, outcome):
+                return None
             if meta.size or key.index:
                 return await self._send_entry(x, entry)
+        elif x.presign_over is not None and await self._offload(x, outcome):
+            return None
         status = 200
         if isinstance(outcome, Missing):
             fallback = await self._fallback(key, x)
@@ -207,6 +224,13 @@ class Site:
                     return await self._send_fill(x, fill)
                 return await self._send_entry(x, stored)
 
+    async def _offload(self, x: Exchange, outcome: Outcome) -> bool:
+        assert self.guard is not None  # presign_over comes from its rules
+        return await self.guard.offload(x, self.readthrough.origin, outcome)
+
+    def _may_read(self, x: Exchange, key: str) -> bool:
+        return self.guard is None or self.guard.may_read(x, key)
+
     async def _redirect(self, x: Exchange, location: bytes) -> None:
         return await x.respond_empty(
             301, [(b"location", location), (b"content-length", b"0"), *x.common]
@@ -230,12 +254,14 @@ class Site:
         if redirect_to is not None:
             return redirect_to
         config = self.config
-        if config.spa and not has_extension(key.key):
-            index = await self._read(config.prefix + config.index_document, x)
+        spa_index = config.prefix + config.index_document
+        if config.spa and not has_extension(key.key) and self._may_read(x, spa_index):
+            index = await self._read(spa_index, x)
             if not isinstance(index, Missing):
                 return index, 200
-        if config.error_document is not None:
-            page = await self._read(config.prefix + config.error_document, x)
+        error_page = config.prefix + (config.error_document or "")
+        if config.error_document is not None and self._may_read(x, error_page):
+            page = await self._read(error_page, x)
             if not isinstance(page, Missing):
                 return page, 404
         return None
@@ -246,7 +272,7 @@ class Site:
         if not self.config.redirect_folders or key.index or has_extension(key.key):
             return None
         index_key = folder_index(key.key, self.config.index_document)
-        if index_key is None:
+        if index_key is None or not self._may_read(x, index_key):
             return None
         if isinstance(await self._read(index_key, None), Missing):
             return None

@@ -40,6 +40,10 @@ OWNERS = {
     # --redis-url: a group of instances; group/__init__.py's docstring says why a stream.
     "redis": {"group/bus.py"},
     "bcrypt": {"access/basic.py"},
+    # JOSE (tokens, the sealed session cookie) in one module; OAuth and its HTTP in another.
+    "joserfc": {"access/jose.py"},
+    "authlib": {"access/oidc.py"},
+    "httpx": {"access/oidc.py"},
 }
 
 
@@ -80,6 +84,9 @@ UPWARD = {
     "resources.py": {"s3proxy.cli", "s3proxy.server", "s3proxy.app", "s3proxy.management"},
     "management.py": {"s3proxy.cli", "s3proxy.server", "s3proxy.app"},
     "config.py": {"s3proxy.cli", "s3proxy.server", "s3proxy.app"},
+    # the access rules know nothing of the site that applies them
+    "access/rules.py": {"s3proxy.site", "s3proxy.app", "s3proxy.access.gate"},
+    "access/gate.py": {"s3proxy.site", "s3proxy.app", "s3proxy.exchange"},
 }
 
 

@@ -75,7 +75,8 @@ class Htpasswd:
         self.path = path
         self._clock = clock
         self._users: dict[str, bytes] = {}
-        self._stamp: tuple[int, int] | None = None
+        #: (mtime, size) of the file as last read; ``None`` when it could not be read.
+        self.stamp: tuple[int, int] | None = None
         self._looked = -STAT_INTERVAL
         # Authorization value -> (user, trusted until)
         self._verified: dict[bytes, tuple[str, float]] = {}
@@ -89,10 +90,10 @@ class Htpasswd:
                 text = file.read()
         except OSError as exc:
             _logger.error("htpasswd_unreadable", path=self.path, error=exc.strerror)
-            self._users, self._stamp = {}, None
+            self._users, self.stamp = {}, None
         else:
             self._users, skipped = parse_htpasswd(text)
-            self._stamp = (stat.st_mtime_ns, stat.st_size)
+            self.stamp = (stat.st_mtime_ns, stat.st_size)
             if skipped:
                 _logger.warning("htpasswd_lines_skipped", path=self.path, lines=skipped)
         self._verified.clear()
@@ -106,7 +107,7 @@ class Htpasswd:
             stamp: tuple[int, int] | None = (stat.st_mtime_ns, stat.st_size)
         except OSError:
             stamp = None
-        if stamp != self._stamp:
+        if stamp != self.stamp:
             self.load()
 
     def remembered(self, authorization: bytes) -> str | None:

@@ -1,0 +1,166 @@
+"""Where a site's request path meets its access rules (:class:`Guard`): the requested key is
+checked before the cache is read, and every other key the site would read on the request's
+behalf (a folder's index for a redirect, the SPA's index, the error document) is served only
+if the same request may read it, else it counts as missing. What a protected rule grants is
+answered ``Cache-Control: private`` with ``Vary`` on what granted it, by rewriting the
+response head (:class:`PrivateSend`), so every kind of answer (200, 206, 304, 301, 404 pages)
+carries it. Objects over a rule's ``presign_over`` answer 307 to a presigned S3 GET.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from s3proxy.access.gate import Gate
+from s3proxy.access.rules import Rule
+from s3proxy.access.signed import strip
+from s3proxy.access.verdict import Answer, Asking, Granted
+from s3proxy.exchange import Exchange
+from s3proxy.keys import Key
+from s3proxy.origin import Origin
+from s3proxy.outcome import Found, Outcome, PassThrough
+from s3proxy.record import Network, client_ip
+
+#: Seconds a presigned URL is valid.
+PRESIGN_SECONDS = 60
+
+
+class PrivateSend:
+    """An ASGI ``send`` whose response head is made private: ``public`` becomes ``private``
+    in ``Cache-Control`` (RFC 9111 §5.2.2.7), or ``private`` is added, and ``Vary`` names
+    ``vary`` (RFC 9110 §12.5.5), so no shared cache keeps the answer for someone else."""
+
+    __slots__ = ("send", "vary")
+
+    def __init__(self, send: Any, vary: bytes) -> None:
+        self.send = send
+        self.vary = vary
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = []
+            marked = False
+            for name, value in message["headers"]:
+                if name == b"cache-control":
+                    marked = True
+                    value = value.replace(b"public", b"private")
+                    if b"private" not in value:
+                        value = b"private, " + value
+                headers.append((name, value))
+            if not marked:
+                headers.append((b"cache-control", b"private"))
+            if self.vary:
+                headers.append((b"vary", self.vary))
+            message = {**message, "headers": headers}
+        await self.send(message)
+
+
+def make_private(x: Exchange, vary: bytes) -> None:
+    """Mark ``x``'s answer private (once; a second grant adds what it varies on)."""
+    send = x.send
+    if type(send) is not PrivateSend:
+        x.send = PrivateSend(send, vary)
+    elif vary and vary not in send.vary:
+        send.vary = send.vary + b", " + vary if send.vary else vary
+
+
+class Guard:
+    """One site's :class:`Gate`, applied to its requests."""
+
+    def __init__(
+        self, gate: Gate, prefix: str, index_document: str, trusted: tuple[Network, ...]
+    ) -> None:
+        self.gate = gate
+        self.prefix = prefix
+        self.trusted = trusted
+        self.index_suffix = len(index_document)
+
+    def rule(self, key: str) -> Rule | None:
+        """The rule that decides ``key`` (an object key), ``None`` when it is public."""
+        return self.gate.rule_for("/" + key[len(self.prefix) :])
+
+    def _asking(self, x: Exchange, key: str) -> Asking:
+        scope, headers = x.scope, x.headers
+        client = scope.get("client")
+        peer = client[0] if client else "-"
+        # Forwarded addresses only from trusted proxies: anyone may send X-Forwarded-For,
+        # and the failed-attempt throttle counts per address.
+        address = (
+            client_ip(
+                headers.get(b"x-real-ip"), headers.get(b"x-forwarded-for"), peer, self.trusted
+            )
+            if self.trusted
+            else peer
+        )
+        host = headers.get(b"host", b"").decode("latin-1")
+        query = strip(scope["query_string"])
+        target = scope["raw_path"] + (b"?" + query if query else b"")
+        return Asking(
+            path="/" + key[len(self.prefix) :],
+            query=scope["query_string"],
+            authorization=headers.get(b"authorization"),
+            cookies=headers.get(b"cookie"),
+            address=address,
+            origin=f"{scope.get('scheme', 'http')}://{host}",
+            target=target,
+        )
+
+    async def admit(self, x: Exchange, key: Key, rule: Rule) -> bool:
+        """Whether ``x`` may go on to ``key``, which ``rule`` decides; if not, the answer
+        (401, 403, 302 to a login, 429) has been sent."""
+        x.presign_over = rule.presign_over
+        if rule.public:
+            return True
+        asking = self._asking(x, key.key)
+        gate = self.gate
+        verdict = gate.quick(rule, asking, x.now) or await gate.decide(rule, asking, x.now)
+        if type(verdict) is Granted:
+            make_private(x, verdict.vary)
+            return True
+        assert isinstance(verdict, Answer)
+        await self.refuse(x, verdict)
+        return False
+
+    async def refuse(self, x: Exchange, answer: Answer) -> None:
+        # Never stored by anyone: it depends on credentials, and may set a cookie.
+        headers = [*answer.headers, (b"cache-control", b"no-store")]
+        if answer.status in (301, 302, 307):
+            headers.append((b"content-length", b"0"))
+            return await x.respond_empty(answer.status, headers)
+        return await x.respond_text(answer.status, answer.message, headers)
+
+    def may_read(self, x: Exchange, key: str) -> bool:
+        """Whether ``x`` may be answered with ``key`` in place of what it asked for (an SPA
+        index, an error document, a folder's index): public, or granted without waiting."""
+        rule = self.rule(key)
+        if rule is None or rule.public:
+            return True
+        verdict = self.gate.quick(rule, self._asking(x, key), x.now)
+        if type(verdict) is not Granted:
+            return False
+        make_private(x, verdict.vary)
+        return True
+
+    async def page(self, x: Exchange) -> None:
+        """The login flow's pages under ``/_proxy/auth/``."""
+        path = x.scope["raw_path"].decode("latin-1")
+        answer = await self.gate.page(path, self._asking(x, ""))
+        await self.refuse(x, answer)
+
+    async def offload(self, x: Exchange, origin: Origin, outcome: Outcome) -> bool:
+        """Answer a GET of an object over the rule's ``presign_over`` with a 307 to a short-
+        lived presigned S3 URL (the download leaves the proxy); whether it did. A
+        pass-through's unclaimed S3 body is closed first."""
+        limit = x.presign_over
+        if not isinstance(outcome, Found) or limit is None or x.method != "GET":
+            return False
+        if outcome.meta.size <= limit:
+            return False
+        if isinstance(outcome, PassThrough):
+            obj = outcome.fill.claim()
+            if obj is not None:
+                obj.close()
+        url = await origin.presign_get(outcome.key, PRESIGN_SECONDS)
+        headers = [(b"location", url.encode("latin-1")), (b"cache-control", b"no-store")]
+        await x.respond_empty(307, [*headers, (b"content-length", b"0"), *x.cors])
+        return True
