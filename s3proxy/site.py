@@ -136,7 +136,7 @@ class Site:
         if guard is not None:
             if raw_path.startswith(b"/_proxy/auth/"):
                 return await guard.page(x)
-            query = strip(query)  # a signed link's parameters are not the site's query
+            query = strip(query) if query else query  # a signed link's are not the site's
         if self.config.reject_query_strings and query:
             return await x.respond_text(400, "Query strings are not accepted")
         key: Key | Rejected | None = self._keys.get(raw_path)

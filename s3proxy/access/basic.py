@@ -99,8 +99,6 @@ class Htpasswd:
         self._verified.clear()
 
     def _refresh(self, now: float) -> None:
-        if now - self._looked < STAT_INTERVAL:
-            return
         self._looked = now
         try:
             stat = os.stat(self.path)
@@ -114,7 +112,8 @@ class Htpasswd:
         """The user, if this exact credential verified within :data:`REMEMBER` seconds and
         the file has not changed since: the hit path's check, no bcrypt."""
         now = self._clock()
-        self._refresh(now)
+        if now - self._looked >= STAT_INTERVAL:
+            self._refresh(now)
         known = self._verified.get(authorization)
         if known is None or known[1] <= now:
             return None

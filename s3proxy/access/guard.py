@@ -13,7 +13,6 @@ from typing import Any
 
 from s3proxy.access.gate import Gate
 from s3proxy.access.rules import Rule
-from s3proxy.access.signed import strip
 from s3proxy.access.verdict import Answer, Asking, Granted
 from s3proxy.exchange import Exchange
 from s3proxy.keys import Key
@@ -21,6 +20,8 @@ from s3proxy.origin import Origin
 from s3proxy.outcome import Found, Outcome, PassThrough
 from s3proxy.record import Network, client_ip
 
+#: Cache-Control values -> their private form.
+_PRIVATE: dict[bytes, bytes] = {}
 #: Seconds a presigned URL is valid.
 PRESIGN_SECONDS = 60
 
@@ -38,21 +39,27 @@ class PrivateSend:
 
     async def __call__(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            headers = []
-            marked = False
-            for name, value in message["headers"]:
-                if name == b"cache-control":
-                    marked = True
-                    value = value.replace(b"public", b"private")
-                    if b"private" not in value:
-                        value = b"private, " + value
-                headers.append((name, value))
-            if not marked:
-                headers.append((b"cache-control", b"private"))
-            if self.vary:
-                headers.append((b"vary", self.vary))
-            message = {**message, "headers": headers}
+            message["headers"] = _private(message["headers"], self.vary)
         await self.send(message)
+
+
+def _private(headers: list[tuple[bytes, bytes]], vary: bytes) -> list[tuple[bytes, bytes]]:
+    out = headers.copy()
+    for i, (name, value) in enumerate(out):
+        if name == b"cache-control":
+            made = _PRIVATE.get(value)
+            if made is None:
+                made = value.replace(b"public", b"private")
+                made = made if b"private" in made else b"private, " + made
+                if len(_PRIVATE) < 256:  # a handful of values in practice
+                    _PRIVATE[value] = made
+            out[i] = (name, made)
+            break
+    else:
+        out.append((b"cache-control", b"private"))
+    if vary:
+        out.append((b"vary", vary))
+    return out
 
 
 def make_private(x: Exchange, vary: bytes) -> None:
@@ -82,27 +89,21 @@ class Guard:
     def _asking(self, x: Exchange, key: str) -> Asking:
         scope, headers = x.scope, x.headers
         client = scope.get("client")
-        peer = client[0] if client else "-"
-        # Forwarded addresses only from trusted proxies: anyone may send X-Forwarded-For,
-        # and the failed-attempt throttle counts per address.
-        address = (
-            client_ip(
-                headers.get(b"x-real-ip"), headers.get(b"x-forwarded-for"), peer, self.trusted
-            )
-            if self.trusted
-            else peer
-        )
-        host = headers.get(b"host", b"").decode("latin-1")
-        query = strip(scope["query_string"])
-        target = scope["raw_path"] + (b"?" + query if query else b"")
+        address = client[0] if client else "-"
+        if self.trusted:
+            # Forwarded addresses only from trusted proxies: the failed-attempt throttle
+            # counts per address, and anyone may send X-Forwarded-For.
+            real, forwarded = headers.get(b"x-real-ip"), headers.get(b"x-forwarded-for")
+            address = client_ip(real, forwarded, address, self.trusted)
         return Asking(
-            path="/" + key[len(self.prefix) :],
-            query=scope["query_string"],
-            authorization=headers.get(b"authorization"),
-            cookies=headers.get(b"cookie"),
-            address=address,
-            origin=f"{scope.get('scheme', 'http')}://{host}",
-            target=target,
+            "/" + key[len(self.prefix) :],
+            scope["query_string"],
+            headers.get(b"authorization"),
+            headers.get(b"cookie"),
+            address,
+            scope.get("scheme", "http"),
+            headers.get(b"host", b""),
+            scope["raw_path"],
         )
 
     async def admit(self, x: Exchange, key: Key, rule: Rule) -> bool:
@@ -111,9 +112,10 @@ class Guard:
         x.presign_over = rule.presign_over
         if rule.public:
             return True
-        asking = self._asking(x, key.key)
-        gate = self.gate
-        verdict = gate.quick(rule, asking, x.now) or await gate.decide(rule, asking, x.now)
+        gate, path, query = self.gate, "/" + key.key[len(self.prefix) :], x.scope["query_string"]
+        verdict = gate.checks[rule.index].quick(x.headers, path, query, x.now)
+        if verdict is None:
+            verdict = await gate.decide(rule, self._asking(x, key.key), x.now)
         if type(verdict) is Granted:
             make_private(x, verdict.vary)
             return True
@@ -135,7 +137,8 @@ class Guard:
         rule = self.rule(key)
         if rule is None or rule.public:
             return True
-        verdict = self.gate.quick(rule, self._asking(x, key), x.now)
+        path = "/" + key[len(self.prefix) :]
+        verdict = self.gate.quick(rule, x.headers, path, x.scope["query_string"], x.now)
         if type(verdict) is not Granted:
             return False
         make_private(x, verdict.vary)

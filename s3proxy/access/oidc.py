@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -33,7 +34,7 @@ from s3proxy.access.session import (
     cookie,
     set_cookie,
 )
-from s3proxy.access.verdict import Answer, Asking, Granted, Verdict
+from s3proxy.access.verdict import BY_AUTHORIZATION, BY_COOKIE, Answer, Asking, Granted, Verdict
 
 CALLBACK = "/_proxy/auth/callback"
 LOGOUT = "/_proxy/auth/logout"
@@ -190,31 +191,34 @@ class OidcCheck:
             group in settings.groups for group in identity.groups
         )
 
-    def _judge(self, identity: Identity, vary: bytes) -> Verdict:
+    def _judge(self, identity: Identity, granted: Granted) -> Verdict:
         if identity.issuer != self.settings.issuer:  # a session another rule's issuer opened
             return Answer(403, message="Forbidden: log out and in with this path's provider")
         if self.allowed(identity):
-            return Granted(vary)
+            return granted
         return Answer(403, message="Forbidden: your account is not allowed here")
 
-    def quick(self, asking: Asking, now: float) -> Verdict | None:
+    def quick(
+        self, headers: Mapping[bytes, bytes], path: str, query: bytes, now: float
+    ) -> Verdict | None:
         """The hit path's check: a session cookie or bearer token already opened."""
-        auth = asking.authorization
+        auth = headers.get(b"authorization")
         if auth is not None and auth[:7].lower() == b"bearer ":
             known = self._bearers.get(auth[7:].strip().decode("latin-1"))
             if known is not None and now < known.expires:
-                return self._judge(known, b"Authorization")
+                return self._judge(known, BY_AUTHORIZATION)
             return None
-        value = cookie(asking.cookies, SESSION_COOKIE)
+        value = cookie(headers.get(b"cookie"), SESSION_COOKIE)
         identity = self.sessions.open(value, now) if value else None
-        return None if identity is None else self._judge(identity, b"Cookie")
+        return None if identity is None else self._judge(identity, BY_COOKIE)
 
     async def decide(self, asking: Asking, now: float) -> Verdict:
         """A bearer token to verify, or the start of a login."""
         auth = asking.authorization
         if auth is not None and auth[:7].lower() == b"bearer ":
             return await self._bearer(auth[7:].strip().decode("latin-1"), now)
-        verdict = self.quick(asking, now)
+        headers = {b"cookie": asking.cookies} if asking.cookies else {}
+        verdict = self.quick(headers, asking.path, asking.query, now)
         if verdict is not None:
             return verdict
         return await self._login(asking, now)
@@ -229,7 +233,7 @@ class OidcCheck:
         if len(self._bearers) >= MAX_BEARERS:
             self._bearers.clear()
         self._bearers[token] = identity
-        return self._judge(identity, b"Authorization")
+        return self._judge(identity, BY_AUTHORIZATION)
 
     async def _login(self, asking: Asking, now: float) -> Verdict:
         state, nonce, verifier = generate_token(32), generate_token(32), generate_token(64)

@@ -82,6 +82,12 @@ def verify(secret: bytes, site: str, path: str, query: bytes, now: float) -> Ref
     return None
 
 
+def expiry(query: bytes) -> float:
+    """The expiry a link's query carries (call after :func:`verify` accepted it)."""
+    params = dict(parse_qsl(query.decode("latin-1")))
+    return float(params[EXPIRES])
+
+
 def strip(query: bytes) -> bytes:
     """``query`` without the link's parameters (for anything that reads or forwards it)."""
     if b"s3p_" not in query:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from s3proxy.access.signed import strip
+
 Headers = tuple[tuple[bytes, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Asking:
-    """The parts of a request access checks read."""
+    """The parts of a request a check's slow path reads (:meth:`decide`; the hit path's
+    :meth:`quick` reads the request's headers as they are)."""
 
     #: ``/`` + the decoded object key below the site's prefix (what rules match).
     path: str
@@ -19,14 +22,25 @@ class Asking:
     cookies: bytes | None
     #: The client's address (behind trusted proxies, the forwarded one).
     address: str
-    #: ``https://docs.example.com``: where the browser reached this site.
-    origin: str
-    #: The raw path and query to come back to after a login.
-    target: bytes
+    scheme: str = "http"
+    host: bytes = b""
+    raw_path: bytes = b"/"
 
     @property
     def secure(self) -> bool:
-        return self.origin.startswith("https:")
+        return self.scheme == "https"
+
+    @property
+    def origin(self) -> str:
+        """``https://docs.example.com``: where the browser reached this site."""
+        return f"{self.scheme}://{self.host.decode('latin-1')}"
+
+    @property
+    def target(self) -> bytes:
+        """The raw path and query to come back to after a login, without a signed link's
+        parameters."""
+        query = strip(self.query)
+        return self.raw_path + b"?" + query if query else self.raw_path
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +61,8 @@ class Answer:
 
 
 Verdict = Granted | Answer
+
+# Made once: a frozen dataclass costs microseconds to build, and the hit path grants often.
+GRANTED = Granted()
+BY_AUTHORIZATION = Granted(b"Authorization")
+BY_COOKIE = Granted(b"Cookie")
