@@ -236,3 +236,34 @@ def test_large_objects_answer_a_presigned_redirect(site: ProxyServer, s3: S3Serv
     assert httpx.head(site.url + link).status_code == 200
     assert httpx.get(site.url + _link("/downloads/small.txt")).status_code == 200
     assert httpx.get(f"{site.url}/downloads/big.bin").status_code == 403
+
+
+def test_no_secret_is_logged(site: ProxyServer, tmp_path: Path) -> None:
+    """Passwords, Authorization values and link signatures never reach a log line, at any
+    level."""
+    import logging
+
+    from s3proxy import logging as slog
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    slog.configure(level="debug", log_dir=str(tmp_path / "logs"))
+    try:
+        link = _link("/downloads/small.txt")
+        authorization = basic("ann", "hunter2-password")["authorization"]
+        httpx.get(f"{site.url}/internal/a.html", headers={"authorization": authorization})
+        httpx.get(f"{site.url}/internal/a.html", headers=basic("ann", "right"))
+        httpx.get(site.url + link)
+        httpx.get(site.url + link.replace("s3p_sig=", "s3p_sig=x"))
+        slog.flush()
+        lines = "".join(p.read_text() for p in (tmp_path / "logs").iterdir()).splitlines()
+        # The test's own client logs its requests too: only the proxy's lines count.
+        text = "\n".join(line for line in lines if '"logger":"http' not in line)
+    finally:
+        slog.close()
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+    assert "/internal/a.html" in text  # the requests were logged
+    signature = link.split("s3p_sig=")[1].split("&")[0]
+    for secret in ("hunter2", authorization.split()[1], "right", signature, LINK_SECRET):
+        assert secret not in text
