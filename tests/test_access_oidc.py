@@ -8,7 +8,6 @@ import asyncio
 import base64
 import hashlib
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,8 +22,9 @@ from joserfc.jwk import RSAKey
 from s3proxy.access.jose import sealing_key
 from s3proxy.access.session import SESSION_COOKIE, Identity, Sessions
 from s3proxy.config import Config
+from tests import test_browser as browser_tests
 from tests.access_helpers import guard
-from tests.cdp import CHROMIUM, CdpSession, Chromium
+from tests.cdp import CdpSession, Chromium
 from tests.oidc_server import CLIENT_ID, CLIENT_SECRET, OidcProvider, ProviderMissing, running
 from tests.servers import ProxyServer, free_port
 
@@ -217,17 +217,8 @@ def test_bearer_tokens_from_the_provider_and_forged_ones(
     assert httpx.get(url, headers={"authorization": f"Bearer {altered}"}).status_code == 401
 
 
-@pytest.fixture
-def chromium() -> Iterator[Chromium]:
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"{CHROMIUM} is missing (Debian: apt-get install -y chromium)")
-    with tempfile.TemporaryDirectory(prefix="s3proxy-chromium-") as tmp:
-        browser = Chromium(Path(tmp) / "profile")
-        try:
-            browser.wait_ready()
-            yield browser
-        finally:
-            browser.kill()
+#: Headless Chromium with a fresh profile (test_browser's fixture).
+chromium = browser_tests.chromium
 
 
 def test_a_browser_logs_in_through_the_login_form(proxy: ProxyServer, chromium: Chromium) -> None:
