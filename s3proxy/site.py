@@ -133,11 +133,10 @@ class Site:
         if x.method not in ("GET", "HEAD"):
             return await x.respond_text(405, "Method Not Allowed", [(b"allow", ALLOW)])
         guard, query, raw_path = self.guard, x.scope["query_string"], x.scope["raw_path"]
-        if guard is not None:
-            if raw_path.startswith(b"/_proxy/auth/"):
-                return await guard.page(x)
-            query = strip(query) if query else query  # a signed link's are not the site's
-        if self.config.reject_query_strings and query:
+        if guard is not None and raw_path.startswith(b"/_proxy/auth/"):
+            return await guard.page(x)
+        # A signed link's parameters are not the site's query.
+        if self.config.reject_query_strings and query and (guard is None or strip(query)):
             return await x.respond_text(400, "Query strings are not accepted")
         key: Key | Rejected | None = self._keys.get(raw_path)
         if key is None:
@@ -183,16 +182,16 @@ class Site:
 
     async def _answer(self, x: Exchange, key: Key) -> None:
         outcome = await self._read(key.key, x)
+        guard = self.guard
+        if guard is not None and x.presign_over is not None:  # a rule's presign_over
+            if await guard.offload(x, self.readthrough.origin, outcome, key.key):
+                return None
         if type(outcome) is Hit:  # the hit path, unless it is a zero-byte folder marker
             entry = outcome.entry
             meta = entry.meta
             assert meta is not None
-            if x.presign_over is not None and await self._offload(x, outcome):
-                return None
             if meta.size or key.index:
                 return await self._send_entry(x, entry)
-        elif x.presign_over is not None and await self._offload(x, outcome):
-            return None
         status = 200
         if isinstance(outcome, Missing):
             fallback = await self._fallback(key, x)
@@ -223,10 +222,6 @@ class Site:
                 if stored is None:
                     return await self._send_fill(x, fill)
                 return await self._send_entry(x, stored)
-
-    async def _offload(self, x: Exchange, outcome: Outcome) -> bool:
-        assert self.guard is not None  # presign_over comes from its rules
-        return await self.guard.offload(x, self.readthrough.origin, outcome)
 
     def _may_read(self, x: Exchange, key: str) -> bool:
         return self.guard is None or self.guard.may_read(x, key)

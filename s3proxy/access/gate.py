@@ -20,7 +20,7 @@ from s3proxy.access.basic import Htpasswd
 from s3proxy.access.jose import sealing_key
 from s3proxy.access.oidc import CALLBACK, LOGOUT, OidcCheck, Provider, ProviderError
 from s3proxy.access.rules import Rule, RuleError, first_match
-from s3proxy.access.secret import reveal
+from s3proxy.access.secret import MIN_SECRET_BYTES, reveal
 from s3proxy.access.session import LOGIN_COOKIE, Sessions, cookie
 from s3proxy.access.throttle import Throttle
 from s3proxy.access.verdict import (
@@ -134,7 +134,7 @@ class Gate:
                 checks[rule.index] = BasicCheck(rule, users, throttle)
             elif rule.allow == "signed":
                 assert rule.secret is not None
-                secret = reveal(rule.secret, f"{here}: secret", min_bytes=signed.MIN_SECRET_BYTES)
+                secret = reveal(rule.secret, f"{here}: secret", min_bytes=MIN_SECRET_BYTES)
                 checks[rule.index] = SignedCheck(site, secret)
             elif rule.allow == "oidc":
                 settings = rule.oidc
@@ -143,7 +143,7 @@ class Gate:
                 client_secret = reveal(client, f"{here}: client_secret") if client else None
                 keyed = settings.cookie_secret or settings.client_secret
                 assert keyed is not None
-                key_source = reveal(keyed, f"{here}: cookie_secret", min_bytes=16)
+                key_source = reveal(keyed, f"{here}: cookie_secret", min_bytes=MIN_SECRET_BYTES)
                 if sessions is None:
                     sessions = Sessions(sealing_key(key_source, f"s3proxy session {site}"))
                 login = OidcCheck(rule.index, Provider(settings, client_secret), sessions)

@@ -150,9 +150,9 @@ class Guard:
         answer = await self.gate.page(path, self._asking(x, ""))
         await self.refuse(x, answer)
 
-    async def offload(self, x: Exchange, origin: Origin, outcome: Outcome) -> bool:
-        """Answer a GET of an object over the rule's ``presign_over`` with a 307 to a short-
-        lived presigned S3 URL (the download leaves the proxy); whether it did. A
+    async def offload(self, x: Exchange, origin: Origin, outcome: Outcome, key: str) -> bool:
+        """Answer a GET of object ``key`` over the rule's ``presign_over`` with a 307 to a
+        short-lived presigned S3 URL (the download leaves the proxy); whether it did. A
         pass-through's unclaimed S3 body is closed first."""
         limit = x.presign_over
         if not isinstance(outcome, Found) or limit is None or x.method != "GET":
@@ -163,7 +163,7 @@ class Guard:
             obj = outcome.fill.claim()
             if obj is not None:
                 obj.close()
-        url = await origin.presign_get(outcome.key, PRESIGN_SECONDS)
+        url = await origin.presign_get(key, PRESIGN_SECONDS)
         headers = [(b"location", url.encode("latin-1")), (b"cache-control", b"no-store")]
         await x.respond_empty(307, [*headers, (b"content-length", b"0"), *x.cors])
         return True

@@ -22,8 +22,6 @@ SIGNATURE = "s3p_sig"
 PREFIX = "s3p_prefix"
 PARAMS = frozenset({EXPIRES, SIGNATURE, PREFIX})
 _PARAMS_BYTES = tuple(f"{name}=".encode() for name in PARAMS)
-#: Secrets shorter than this are refused (a guessable key signs guessable links).
-MIN_SECRET_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
