@@ -40,6 +40,7 @@ CALLBACK = "/_proxy/auth/callback"
 LOGOUT = "/_proxy/auth/logout"
 #: Seconds between two fetches of the key set for an unknown key.
 KEYS_REFRESH = 60.0
+#: Bearer tokens and session verdicts remembered at most (emptied when full).
 MAX_BEARERS = 4096
 _logger = log.get_logger("s3proxy.access")
 
@@ -181,6 +182,8 @@ class OidcCheck:
         self.settings = provider.settings
         self.sessions = sessions
         self._bearers: dict[str, Identity] = {}
+        # session cookie -> (its expiry, this rule's verdict on it)
+        self._judged: dict[str, tuple[int, Verdict]] = {}
 
     def allowed(self, identity: Identity) -> bool:
         """Whether the rule's groups or emails admit ``identity`` (anyone, if it names none)."""
@@ -209,8 +212,19 @@ class OidcCheck:
                 return self._judge(known, BY_AUTHORIZATION)
             return None
         value = cookie(headers.get(b"cookie"), SESSION_COOKIE)
-        identity = self.sessions.open(value, now) if value else None
-        return None if identity is None else self._judge(identity, BY_COOKIE)
+        if not value:
+            return None
+        judged = self._judged.get(value)
+        if judged is not None and now < judged[0]:
+            return judged[1]
+        identity = self.sessions.open(value, now)
+        if identity is None:
+            return None
+        verdict = self._judge(identity, BY_COOKIE)
+        if len(self._judged) >= MAX_BEARERS:
+            self._judged.clear()
+        self._judged[value] = (identity.expires, verdict)
+        return verdict
 
     async def decide(self, asking: Asking, now: float) -> Verdict:
         """A bearer token to verify, or the start of a login."""
