@@ -154,6 +154,9 @@ class _Serve(_Command):
         if argv[:1] == ["publish"]:
             kwargs.setdefault("prog_name", "s3proxy publish")
             return publish.main(argv[1:], *rest, **kwargs)
+        if argv[:1] == ["sign"]:
+            kwargs.setdefault("prog_name", "s3proxy sign")
+            return sign.main(argv[1:], *rest, **kwargs)
         return super().main(argv, *rest, **kwargs)
 
 
@@ -175,6 +178,43 @@ def check(**params: Any) -> None:
     items = run_checks(config)
     click.echo(render(items))
     sys.exit(0 if all(item.ok for item in items) else 1)
+
+
+@cloup.command(
+    cls=_Command,
+    # The serving options resolve the sites file as serving would; --prefix is sign's own.
+    params=[p for p in config_options() if p.name != "prefix"],
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
+@click.argument("url_path", metavar="URL-PATH")
+@click.option("--site", "site_name", default="default", show_default=True, help="The site.")
+@click.option("--expires", default="1h", show_default=True, help="Validity: 90, 30m, 8h, 1d.")
+@click.option("--prefix", is_flag=True, help="Grant every path under URL-PATH (a folder).")
+def sign(url_path: str, site_name: str, expires: str, prefix: bool, **params: Any) -> None:
+    """Print a signed link to URL-PATH for a site's `allow = "signed"` rule (--config)."""
+    import time
+
+    from s3proxy import sitesfile
+    from s3proxy.access.links import link_for
+    from s3proxy.access.rules import parse_duration
+    from s3proxy.keys import percent_decode
+
+    seconds = parse_duration(expires)
+    if seconds is None:
+        raise ConfigError(f'--expires: "{expires}" is not a duration: e.g. 3600, 30m, 8h, 1d')
+    config = build_config(params)
+    if not config.process.sites_file:
+        raise ConfigError("--config FILE is needed: access rules live in the sites file")
+    site = sitesfile.load(config.process.sites_file, config).sites.get(site_name)
+    if site is None:
+        raise ConfigError(f"--site: no site {site_name} in {config.process.sites_file}")
+    decoded = percent_decode(url_path.encode("utf-8"))
+    if decoded is None or not url_path.startswith("/"):
+        raise ConfigError(f"URL-PATH: {url_path} is not a path like /downloads/a.zip")
+    path = decoded.decode("utf-8", "replace")
+    link = link_for(site.access, site_name, path, seconds, time.time(), prefix=prefix)
+    exact = [host for host in site.hosts if not host.startswith("*.")]
+    click.echo(f"https://{exact[0]}{link}" if exact else link)
 
 
 def _parsed(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -267,7 +307,8 @@ def main(demo: bool, **params: Any) -> None:
 
     `s3proxy check [OPTIONS]` checks the same options without serving (S3, the cache dir,
     each sink) as a checklist, and exits 0 when every check passes, else 1.
-    `s3proxy publish DIR --bucket B` uploads a site to the bucket (see its --help)."""
+    `s3proxy publish DIR --bucket B` uploads a site to the bucket (see its --help).
+    `s3proxy sign URL-PATH --config FILE --site NAME --expires 1h` prints a signed link."""
     from s3proxy import server
 
     try:

@@ -100,3 +100,12 @@ def http_status(exc: S3ProxyError) -> tuple[int, str]:
         if isinstance(exc, cls):
             return status, message
     return 500, "Internal Server Error"
+
+
+def timing_outcome(exc: OriginError) -> str:
+    """How a GetObject that raised ``exc`` counts in the origin's timings (Prometheus)."""
+    if isinstance(exc, ObjectNotFound):
+        return "not_found"
+    if isinstance(exc, OriginTimeout):
+        return "timeout"
+    return "error"

@@ -18,6 +18,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from s3proxy import logging as log
+from s3proxy.access.gate import Gate
+from s3proxy.access.guard import Guard
 from s3proxy.cache import Cache
 from s3proxy.config import Config
 from s3proxy.exchange import Exchange
@@ -113,6 +115,13 @@ class Hosting:
         """Serve ``sites`` from now on; returns the new generation. Requests that started
         before keep theirs; servers' clients no longer used are closed once it is idle."""
         old = self._served
+        # Access rules' secrets and files are read first: one missing changes nothing.
+        where = sites.source or "command line"
+        gates = {
+            name: Gate.build(name, spec.access, f"{where}: site {name}")
+            for name, spec in sites.sites.items()
+            if spec.access
+        }
         kept = old.clients if old is not None else {}
         clients: dict[str, S3Client] = {}
         try:
@@ -127,7 +136,9 @@ class Hosting:
         except BaseException:
             await _close_all(c for n, c in clients.items() if kept.get(n) is not c)
             raise
-        hosted = {name: self._host(spec, clients) for name, spec in sites.sites.items()}
+        hosted = {
+            name: self._host(spec, clients, gates.get(name)) for name, spec in sites.sites.items()
+        }
         claims = [(host, hosted[s.name]) for s in sites.sites.values() for host in s.hosts]
         default = next((hosted[s.name] for s in sites.sites.values() if s.default), None)
         version = old.version + 1 if old is not None else 1
@@ -139,8 +150,12 @@ class Hosting:
             task.add_done_callback(self._retiring.discard)
         return new
 
-    def _host(self, spec: SiteSpec, clients: dict[str, S3Client]) -> Hosted:
+    def _host(self, spec: SiteSpec, clients: dict[str, S3Client], gate: Gate | None) -> Hosted:
         settings = spec.settings
+        guard = None
+        if gate is not None:
+            trusted = parse_networks(settings.trusted_proxies)
+            guard = Guard(gate, settings.prefix, settings.index_document, trusted)
         readthrough = ReadThrough(
             self.cache,
             clients[spec.server].bucket(spec.bucket),
@@ -152,7 +167,8 @@ class Hosting:
             error_ttl=settings.error_ttl,
             namespace=spec.namespace,
         )
-        return Hosted(Site(settings, readthrough, self.recorder, name=spec.name), spec.headers)
+        site = Site(settings, readthrough, self.recorder, name=spec.name, guard=guard)
+        return Hosted(site, spec.headers)
 
     async def close(self) -> None:
         """Cancel fills, close every client (at shutdown)."""
@@ -231,7 +247,12 @@ def _setting_headers(send: Any, extra: tuple[tuple[bytes, bytes], ...]) -> Any:
     async def sending(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             headers = [(n, v) for n, v in message["headers"] if n not in names]
-            message = {**message, "headers": [*headers, *extra]}
+            setting = extra
+            if any(n == b"cache-control" and b"private" in v for n, v in message["headers"]):
+                # An access rule made the answer private: no header rule makes it shareable.
+                kept = [(n, v) for n, v in message["headers"] if n == b"cache-control"]
+                setting = (*(p for p in extra if p[0] != b"cache-control"), *kept)
+            message = {**message, "headers": [*headers, *setting]}
         await send(message)
 
     return sending

@@ -51,6 +51,7 @@ from s3proxy.exceptions import (
     OriginBodyError,
     OriginError,
     OriginTimeout,
+    timing_outcome,
 )
 from s3proxy.meta import ObjectMeta, ProbeAnswer, md5_verifiable
 from s3proxy.record import Timing
@@ -186,14 +187,6 @@ class _Call:
 _CALL: ContextVar[_Call | None] = ContextVar("s3proxy_origin_call", default=None)
 
 
-def _outcome(exc: OriginError) -> str:
-    if isinstance(exc, ObjectNotFound):
-        return "not_found"
-    if isinstance(exc, OriginTimeout):
-        return "timeout"
-    return "error"
-
-
 class S3Client:
     """One pooled S3 client for one server (an endpoint and its credentials; the command
     line's S3 options, or a ``[servers.NAME]`` table): its connection pool, bounded by
@@ -321,7 +314,7 @@ class S3Client:
             if if_match and exc.status == 412:
                 outcome = "changed"
                 raise ObjectChanged(key) from None
-            outcome = _outcome(exc)
+            outcome = timing_outcome(exc)
             raise
         except BaseException:  # cancelled: no verdict on S3's health
             self.circuit.report(None, permit, abandoned=True)
@@ -336,14 +329,10 @@ class S3Client:
         md5 = hashlib.md5(usedforsecurity=False) if verify else None
         return OriginObject(key, ObjectMeta.from_response(response), response["Body"], md5)
 
-    async def presign_get(self, key: str, seconds: int) -> str:
-        """A URL that GETs ``key`` from S3 without credentials for ``seconds`` (SigV4 query
-        signing, computed locally: no request to S3)."""
-        params = {"Bucket": self.bucket, "Key": key}
-        url: str = await self._client.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=seconds
-        )
-        return url
+    async def presign_get(self, bucket: str, key: str, seconds: int) -> str:
+        """A URL that GETs ``key`` of ``bucket`` for ``seconds`` without credentials."""
+        params = {"Bucket": bucket, "Key": key}  # signed here: no request to S3
+        return str(await self._client.generate_presigned_url("get_object", params, seconds))
 
     @property
     def endpoint_url(self) -> str:

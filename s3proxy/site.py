@@ -78,8 +78,7 @@ class Site:
         self.config = config
         #: The site's name in a sites file (``default`` without one), in logs and records.
         self.name = name
-        #: The site's access rules (``None``: everything is public).
-        self.guard = guard
+        self.guard = guard  # the site's access rules (None: everything is public)
         self.readthrough = readthrough
         self.recorder = recorder
         self.trusted = parse_networks(config.trusted_proxies)

@@ -25,6 +25,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from s3proxy.access.rules import Rule, RuleError
+from s3proxy.access.rules import parse as parse_access
+from s3proxy.access.secret import check as check_access
 from s3proxy.config import Config, OriginConfig, SiteConfig
 from s3proxy.exceptions import ConfigError
 from s3proxy.settings import SettingError
@@ -39,7 +42,7 @@ SERVER_KEYS: dict[str, str] = {
 }
 del SERVER_KEYS["s3_max_connections"]
 SETTING_KEYS = frozenset(f.name for f in fields(SiteConfig))
-SITE_KEYS = frozenset({"hosts", "server", "bucket", "default", "headers"}) | SETTING_KEYS
+SITE_KEYS = frozenset({"hosts", "server", "bucket", "default", "headers", "access"}) | SETTING_KEYS
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOST = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
@@ -72,6 +75,8 @@ class SiteSpec:
     #: Serves requests whose Host matches no site.
     default: bool = False
     headers: tuple[HeaderRule, ...] = ()
+    #: ``[[sites.NAME.access]]``: who may read which paths (README "Private paths").
+    access: tuple[Rule, ...] = ()
     settings: SiteConfig
     #: What the site's cache keys start with: its name and where its objects come from, so
     #: two sites, or one site whose bucket or server changed, never share an entry.
@@ -108,7 +113,13 @@ def load(path: str, base: Config) -> Sites:
         raise SitesFileError(f"{path}: cannot read it: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SitesFileError(f"{path}: not TOML: {exc}") from None
-    return parse(data, path, base)
+    sites = parse(data, path, base)
+    for name, spec in sites.sites.items():
+        try:  # the secrets and files the access rules name are there
+            check_access(spec.access, f"{path}: site {name}")
+        except RuleError as exc:
+            raise SitesFileError(str(exc)) from None
+    return sites
 
 
 def parse(data: Mapping[str, Any], path: str, base: Config) -> Sites:
@@ -193,9 +204,17 @@ def site(
         bucket=bucket,
         default=default,
         headers=tuple(_header_rule(rule, where) for rule in _rules(table, where)),
+        access=_access(table, where),
         settings=settings,
         namespace=namespace(name, origin, bucket),
     )
+
+
+def _access(table: Mapping[str, Any], where: str) -> tuple[Rule, ...]:
+    try:
+        return parse_access(table.get("access", []), where)
+    except RuleError as exc:
+        raise SitesFileError(str(exc)) from None
 
 
 def _site_keys() -> str:

@@ -1,31 +1,46 @@
-"""Helpers of the access tests: a proxy whose site has access rules, credentials."""
+"""Helpers of the access tests: a sites file whose site has access rules, credentials."""
 
 from __future__ import annotations
 
 import base64
+import json
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import bcrypt
 
-from s3proxy.access.gate import Gate
-from s3proxy.access.guard import Guard
-from s3proxy.access.rules import parse
 from tests.servers import ProxyServer
 
+#: The site the access tests serve (a signed link names it).
+SITE = "docs"
 
-def guard(proxy: ProxyServer, tables: list[dict[str, Any]]) -> ProxyServer:
-    """Give the proxy's site these ``[[access]]`` rules, as a sites file would."""
-    site = proxy.app.resources.site
-    gate = Gate.build("default", parse(tables, "test"), "test")
-    site.guard = Guard(gate, site.config.prefix, site.config.index_document, site.trusted)
-    return proxy
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
+def sites_file(tables: list[dict[str, Any]], folder: Path | None = None) -> Path:
+    """A sites file with one default site, :data:`SITE`, whose access rules are ``tables``
+    (its other settings are the command line's)."""
+    lines = [f"[sites.{SITE}]", "default = true"]
+    for table in tables:
+        lines.append(f"[[sites.{SITE}.access]]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in table.items())
+    folder = folder or Path(tempfile.mkdtemp(prefix="s3proxy-access-"))
+    path = folder / "sites.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def start_guarded(
     start_proxy: Callable[..., ProxyServer], tables: list[dict[str, Any]], **overrides: Any
 ) -> ProxyServer:
-    return guard(start_proxy(**overrides), tables)
+    """s3proxy serving the test's bucket as :data:`SITE`, with these access rules."""
+    return start_proxy(sites_file=str(sites_file(tables)), **overrides)
 
 
 def htpasswd_line(user: str, password: str) -> bytes:

@@ -23,7 +23,7 @@ from s3proxy.access.jose import sealing_key
 from s3proxy.access.session import SESSION_COOKIE, Identity, Sessions
 from s3proxy.config import Config
 from tests import test_browser as browser_tests
-from tests.access_helpers import guard
+from tests.access_helpers import SITE, sites_file
 from tests.cdp import CdpSession, Chromium
 from tests.oidc_server import CLIENT_ID, CLIENT_SECRET, OidcProvider, ProviderMissing, running
 from tests.servers import ProxyServer, free_port
@@ -49,6 +49,7 @@ def proxy(
     provider: OidcProvider,
     put: Callable[..., None],
     base_config: Config,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[ProxyServer]:
     monkeypatch.setenv("DOCS_OIDC_SECRET", CLIENT_SECRET)
@@ -64,9 +65,10 @@ def proxy(
         "scopes": ["openid", "email", "groups"],
     }
     # The provider knows one callback, so the proxy of every test listens on one port.
-    server = ProxyServer(base_config.replace(port=PORT)).start()
+    path = sites_file([rule], tmp_path)
+    server = ProxyServer(base_config.replace(port=PORT, sites_file=str(path))).start()
     try:
-        yield guard(server, [rule])
+        yield server
     finally:
         server.stop()
 
@@ -120,7 +122,7 @@ def test_login_through_the_provider_and_groups(proxy: ProxyServer) -> None:
 def test_expired_session_and_foreign_state(proxy: ProxyServer, provider: OidcProvider) -> None:
     """A session past its expiry sends the browser to log in again; a callback whose state
     is not the login in progress is refused."""
-    sessions = Sessions(sealing_key(CLIENT_SECRET.encode(), "s3proxy session default"))
+    sessions = Sessions(sealing_key(CLIENT_SECRET.encode(), f"s3proxy session {SITE}"))
     now = int(time.time())
     url = f"{PROXY}/staff/page.html"
     fresh = sessions.make(Identity(provider.issuer, "alice", "", ("staff",), now + 60))

@@ -7,13 +7,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
+from s3proxy import sitesfile
 from s3proxy.access import signed
-from tests.access_helpers import basic, htpasswd_line, start_guarded
+from s3proxy.cli import main
+from s3proxy.config import Config
+from s3proxy.sitesfile import SitesFileError
+from tests.access_helpers import SITE, basic, htpasswd_line, sites_file, start_guarded
 from tests.servers import ProxyServer, S3Server
 from tests.test_website import raw_get
 
@@ -184,7 +190,7 @@ def test_folder_redirect_needs_access_to_the_folder(site: ProxyServer) -> None:
 
 def _link(path: str, expires_in: int = 60, prefix: bool = False) -> str:
     secret = LINK_SECRET.encode()
-    return signed.link(secret, "default", path, expires_in, time.time(), prefix=prefix)
+    return signed.link(secret, SITE, path, expires_in, time.time(), prefix=prefix)
 
 
 def test_signed_links(site: ProxyServer, s3: S3Server, bucket: str) -> None:
@@ -267,3 +273,81 @@ def test_no_secret_is_logged(site: ProxyServer, tmp_path: Path) -> None:
     signature = link.split("s3p_sig=")[1].split("&")[0]
     for secret in ("hunter2", authorization.split()[1], "right", signature, LINK_SECRET):
         assert secret not in text
+
+
+def test_a_bad_rule_in_the_sites_file_is_refused(base_config: Config, tmp_path: Path) -> None:
+    """One line naming the file, the site, the rule and the key, before anything is served."""
+    path = sites_file([{"paths": ["/a/*"], "allow": "basic"}], tmp_path)
+    with pytest.raises(SitesFileError) as caught:
+        sitesfile.load(str(path), base_config)
+    assert str(caught.value) == f"{path}: site {SITE}: access[0]: htpasswd: missing"
+
+
+def test_a_missing_secret_refuses_the_file(
+    base_config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rule whose secret is not set, or too short, or whose htpasswd file is missing:
+    the file is refused at startup (and by a reload), not at the first request."""
+    monkeypatch.delenv("NO_SUCH_SECRET", raising=False)
+    monkeypatch.setenv("SHORT_SECRET", "short")
+    cases = [
+        ({"secret": {"env": "NO_SUCH_SECRET"}}, "secret: env NO_SUCH_SECRET is empty or not set"),
+        ({"secret": {"env": "SHORT_SECRET"}}, "secret: env SHORT_SECRET is too short"),
+        ({"secret": {"file": "/nonexistent"}}, "cannot read file /nonexistent"),
+    ]
+    for extra, message in cases:
+        path = sites_file([{"paths": ["/d/*"], "allow": "signed", **extra}], tmp_path)
+        with pytest.raises(SitesFileError, match=f"site {SITE}: access\\[0\\]: .*{message}"):
+            sitesfile.load(str(path), base_config)
+    path = sites_file([{"paths": ["/d/*"], "allow": "basic", "htpasswd": "/nonexistent"}], tmp_path)
+    with pytest.raises(SitesFileError, match="htpasswd: cannot read /nonexistent"):
+        sitesfile.load(str(path), base_config)
+
+
+def test_header_rules_cannot_make_a_protected_answer_shareable(
+    put: Callable[..., None], start_proxy: Callable[..., ProxyServer], htpasswd: Path
+) -> None:
+    """A ``[[headers]]`` rule's Cache-Control does not replace an access rule's private."""
+    put("internal/a.html", b"secret a")
+    path = sites_file([{"paths": ["/internal/*"], "allow": "basic", "htpasswd": str(htpasswd)}])
+    path.write_text(
+        path.read_text()
+        + f'[[sites.{SITE}.headers]]\npaths = ["/*"]\n'
+        + 'set = { "Cache-Control" = "public, max-age=600", "X-Site" = "docs" }\n'
+    )
+    proxy = start_proxy(sites_file=str(path))
+    answer = httpx.get(f"{proxy.url}/internal/a.html", headers=basic("ann", "right"))
+    assert answer.status_code == 200 and answer.headers["x-site"] == "docs"
+    (cache_control,) = answer.headers.get_list("cache-control")
+    assert cache_control.startswith("private, max-age=") and "public" not in cache_control
+
+
+def test_the_sign_command_prints_a_link_the_site_accepts(
+    site: ProxyServer, bucket: str, tmp_path: Path, htpasswd: Path
+) -> None:
+    """``s3proxy sign URL-PATH --config FILE --site NAME --expires 1h [--prefix]`` signs with
+    the rule's own secret; a path under another kind of rule is refused with exit code 2."""
+    path = sites_file(
+        [
+            {"paths": ["/internal/*"], "allow": "basic", "htpasswd": str(htpasswd)},
+            {"paths": ["/downloads/*"], "allow": "signed", "secret": {"env": "LINK_SECRET"}},
+        ],
+        tmp_path,
+    )
+    runner = CliRunner()
+
+    def sign(*args: str) -> Any:
+        argv = ["sign", *args, "--config", str(path), "--site", SITE, "--bucket", bucket]
+        return runner.invoke(main, argv, prog_name="s3proxy", env={"LINK_SECRET": LINK_SECRET})
+
+    made = sign("/downloads/small.txt", "--expires", "1h")
+    assert made.exit_code == 0, made.output
+    link = made.output.strip()
+    assert link.startswith("/downloads/small.txt?s3p_expires=")
+    assert int(link.split("s3p_expires=")[1].split("&")[0]) > time.time() + 3500
+    assert httpx.get(site.url + link).content == b"small"
+    folder = sign("/downloads/", "--prefix").output.strip()
+    assert httpx.get(site.url + folder.replace("/downloads/?", "/downloads/big.bin?")).is_redirect
+    refused = sign("/internal/a.html")
+    assert refused.exit_code == 2
+    assert 'not under a signed rule of site docs (its rule is allow = "basic")' in refused.output

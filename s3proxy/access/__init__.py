@@ -10,6 +10,7 @@
     session.py   the OIDC cookies: session and login in progress
     oidc.py      the OIDC client: discovery, login, callback, logout, bearer tokens (the
                  authlib and httpx owner)
+    links.py     signed links with a site's own rule secret (`s3proxy sign`, applications)
     gate.py      one site's rules with a live check each
     guard.py     the gate in a site's request path: checks, private answers, fallbacks,
                  presigned offload

@@ -163,7 +163,7 @@ class Guard:
             obj = outcome.fill.claim()
             if obj is not None:
                 obj.close()
-        url = await origin.presign_get(key, PRESIGN_SECONDS)
+        url = await origin.client.presign_get(origin.bucket, key, PRESIGN_SECONDS)
         headers = [(b"location", url.encode("latin-1")), (b"cache-control", b"no-store")]
         await x.respond_empty(307, [*headers, (b"content-length", b"0"), *x.cors])
         return True
