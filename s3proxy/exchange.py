@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from s3proxy import logging as log
+from s3proxy.access.signed import strip, strip_url
 from s3proxy.outcome import NO_CACHE, Outcome
 from s3proxy.plan import Body, Headers, Plan
 from s3proxy.record import Network, client_ip, forwarded_request_id
@@ -144,8 +145,9 @@ class Exchange:
             ip,
             # Whole, as nginx logs them: the server bounds the head (--max-header-size).
             host.decode("latin-1") if host else "",
-            scope["query_string"].decode("latin-1"),
-            referrer.decode("latin-1") if referrer else "",
+            # A signed link's signature is a credential: never in a log line.
+            strip(scope["query_string"]).decode("latin-1"),
+            strip_url(referrer).decode("latin-1") if referrer else "",
             agent.decode("latin-1") if agent else "",
             self.encoding.decode("latin-1") if self.encoding else "",
             self.request_id.decode("latin-1"),

@@ -261,6 +261,7 @@ def test_no_secret_is_logged(site: ProxyServer, tmp_path: Path) -> None:
         httpx.get(f"{site.url}/internal/a.html", headers=basic("ann", "right"))
         httpx.get(site.url + link)
         httpx.get(site.url + link.replace("s3p_sig=", "s3p_sig=x"))
+        httpx.get(f"{site.url}/index.html", headers={"referer": site.url + link})
         slog.flush()
         lines = "".join(p.read_text() for p in (tmp_path / "logs").iterdir()).splitlines()
         # The test's own client logs its requests too: only the proxy's lines count.

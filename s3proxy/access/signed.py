@@ -92,3 +92,12 @@ def strip(query: bytes) -> bytes:
         return query
     kept = [part for part in query.split(b"&") if not part.startswith(_PARAMS_BYTES)]
     return b"&".join(kept)
+
+
+def strip_url(url: bytes) -> bytes:
+    """``url`` (a Referer) with a link's parameters taken out of its query."""
+    if b"s3p_" not in url:
+        return url
+    base, _, query = url.partition(b"?")
+    kept = strip(query)
+    return base + b"?" + kept if kept else base
