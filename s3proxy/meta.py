@@ -24,6 +24,9 @@ class ObjectMeta:
     content_disposition: str | None = None
     content_language: str | None = None
     expires: str | None = None
+    #: ``x-amz-website-redirect-location``: the object answers a redirect there
+    #: (:func:`s3proxy.website.object_redirect` decides whether it is honoured).
+    website_redirect_location: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,6 +49,7 @@ class ObjectMeta:
             content_disposition=response.get("ContentDisposition"),
             content_language=response.get("ContentLanguage"),
             expires=response.get("ExpiresString"),
+            website_redirect_location=response.get("WebsiteRedirectLocation"),
         )
 
 

@@ -57,6 +57,7 @@ from s3proxy.responses import (
     open_checked,
     representation,
 )
+from s3proxy.website import object_redirect
 
 ALLOW = b"GET, HEAD, OPTIONS"
 #: Paths whose key mapping is remembered; the memo is emptied when full (random paths from
@@ -185,11 +186,11 @@ class Site:
         if guard is not None and x.presign_over is not None:  # a rule's presign_over
             if await guard.offload(x, self.readthrough.origin, outcome, key.key):
                 return None
-        if type(outcome) is Hit:  # the hit path, unless it is a zero-byte folder marker
+        if type(outcome) is Hit:  # the hit path, unless a zero-byte folder marker or a redirect
             entry = outcome.entry
             meta = entry.meta
             assert meta is not None
-            if meta.size or key.index:
+            if (meta.size or key.index) and meta.website_redirect_location is None:
                 return await self._send_entry(x, entry)
         status = 200
         if isinstance(outcome, Missing):
@@ -199,6 +200,9 @@ class Site:
             if fallback is None:
                 return await x.respond_text(404, "Not Found")
             outcome, status = fallback
+        elif (to := object_redirect(outcome.meta.website_redirect_location or "")) is not None:
+            # A body S3 is sending only to us is closed by the fill's unclaimed timer.
+            return await self._redirect(x, to)
         elif outcome.meta.size == 0 and not key.index:
             # A zero-byte "folder marker" must not hide its folder's index.
             redirect_to = await self._folder_redirect(key, x)
