@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from s3proxy.keys import normalize_prefix
 from s3proxy.params import CPU_LIST, NETWORKS, ORIGINS, PORT, SIZE, OneOf
 from s3proxy.settings import check, fail, setting
+from s3proxy.website import ROUTING_RULES, RoutingRule, site_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SERVER, MANAGEMENT, S3, CACHE, SITE, LOGS = (
@@ -235,6 +236,14 @@ class SiteConfig:
     allowed_origins: tuple[str, ...] = setting(
         (), group=SITE, env="ALLOWED_ORIGINS", type=ORIGINS, shown="none",
         help="CORS origins, a JSON array: '[\"https://example.com\"]' or '[\"*\"]'.")
+    redirect_all: str | None = setting(
+        None, group=SITE, shown="none",
+        help="Redirect every request to this site, e.g. https://www.example.com, keeping path "
+        "and query (S3's RedirectAllRequestsTo).")
+    routing_rules: tuple[RoutingRule, ...] = setting(
+        (), group=SITE, type=ROUTING_RULES, shown="none",
+        help="S3 website routing rules, the JSON 'aws s3api get-bucket-website' prints; at "
+        "most 50, the first match wins.")
     trusted_proxies: tuple[str, ...] = setting(
         (), group=SERVER, env="TRUSTED_PROXIES", type=NETWORKS, shown="all",
         help="Comma-separated addresses/networks whose X-Real-IP/X-Forwarded-For are believed "
@@ -248,6 +257,11 @@ class SiteConfig:
             raise fail(self, "prefix", str(exc)) from None
         if not self.index_document or "/" in self.index_document:
             raise fail(self, "index_document", f'"{self.index_document}" is not a file name')
+        if self.redirect_all is not None:
+            try:
+                site_url(self.redirect_all)
+            except ValueError as exc:
+                raise fail(self, "redirect_all", str(exc)) from None
         if self.error_document is not None:
             try:
                 document = normalize_prefix(self.error_document)[:-1]

@@ -57,7 +57,7 @@ from s3proxy.responses import (
     open_checked,
     representation,
 )
-from s3proxy.website import object_redirect
+from s3proxy.website import Redirect, Website, object_redirect
 
 ALLOW = b"GET, HEAD, OPTIONS"
 #: Paths whose key mapping is remembered; the memo is emptied when full (random paths from
@@ -88,9 +88,10 @@ class Site:
         self.cors = Cors(config.allowed_origins)
         self.ttl = config.ttl
         self.compress = config.compress
+        self.website = Website.of(config.redirect_all, config.routing_rules)
         self._codings: dict[bytes, str | None] = {}
-        # raw path -> Key: mapping is pure, and a memo hit costs 0.1 µs against ~3 µs.
-        self._keys: dict[bytes, Key] = {}
+        # raw path -> Key (or its redirect): mapping is pure, a memo hit costs 0.1 µs, not ~3.
+        self._keys: dict[bytes, Key | Redirect] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = time.perf_counter()
@@ -138,16 +139,18 @@ class Site:
         # A signed link's parameters are not the site's query.
         if self.config.reject_query_strings and query and (guard is None or strip(query)):
             return await x.respond_text(400, "Query strings are not accepted")
-        key: Key | Rejected | None = self._keys.get(raw_path)
+        key: Key | Rejected | Redirect | None = self._keys.get(raw_path)
         if key is None:
-            key = path_to_key(
+            key = self.website.before(raw_path) or path_to_key(
                 raw_path, prefix=self.config.prefix, index_document=self.config.index_document
             )
-            if isinstance(key, Key):
+            if not isinstance(key, Rejected):
                 if len(self._keys) >= KEY_MEMO_SIZE:
                     self._keys.clear()
                 self._keys[raw_path] = key
-        if isinstance(key, Rejected):
+        if not isinstance(key, Key):
+            if isinstance(key, Redirect):
+                return await self._redirect(x, key.location_in(x.scope), key.code)
             return await x.respond_text(key.status, key.reason)
         x.now = time.time()
         if guard is not None:  # checked before the cache is read
@@ -197,12 +200,13 @@ class Site:
             fallback = await self._fallback(key, x)
             if isinstance(fallback, bytes):
                 return await self._redirect(x, fallback)
+            if to := self.website.after(x.scope["raw_path"], fallback[1] if fallback else 404):
+                return await self._redirect(x, to.location_in(x.scope), to.code)
             if fallback is None:
                 return await x.respond_text(404, "Not Found")
             outcome, status = fallback
-        elif (to := object_redirect(outcome.meta.website_redirect_location or "")) is not None:
-            # A body S3 is sending only to us is closed by the fill's unclaimed timer.
-            return await self._redirect(x, to)
+        elif (moved := object_redirect(outcome.meta.website_redirect_location or "")) is not None:
+            return await self._redirect(x, moved)
         elif outcome.meta.size == 0 and not key.index:
             # A zero-byte "folder marker" must not hide its folder's index.
             redirect_to = await self._folder_redirect(key, x)
@@ -229,9 +233,9 @@ class Site:
     def _may_read(self, x: Exchange, key: str) -> bool:
         return self.guard is None or self.guard.may_read(x, key)
 
-    async def _redirect(self, x: Exchange, location: bytes) -> None:
+    async def _redirect(self, x: Exchange, location: bytes, status: int = 301) -> None:
         return await x.respond_empty(
-            301, [(b"location", location), (b"content-length", b"0"), *x.common]
+            status, [(b"location", location), (b"content-length", b"0"), *x.common]
         )
 
     async def _read(self, key: str, x: Exchange | None) -> Outcome:
