@@ -18,6 +18,8 @@ from typing import Any
 
 import click
 
+from s3proxy.website import RoutingRule, parse_rules
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = "bkmgt"
 _ORIGIN = re.compile(r"^https?://[^/\s?#]+$", re.IGNORECASE)
@@ -178,5 +180,23 @@ class OneOf(click.Choice[str]):
 SIZE = Size()
 PORT = Port()
 CPU_LIST = CpuList()
+
+
+class RoutingRules(click.ParamType[tuple[RoutingRule, ...]]):
+    """``routing_rules``: S3's website routing rules, a JSON text or list
+    (:func:`s3proxy.website.parse_rules`)."""
+
+    name = "json"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[RoutingRule, ...]:
+        try:
+            return parse_rules(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 ORIGINS = Origins()
+ROUTING_RULES = RoutingRules()
 NETWORKS = Networks()

@@ -16,9 +16,9 @@ import tempfile
 from dataclasses import dataclass
 
 from s3proxy.keys import normalize_prefix
-from s3proxy.params import CPU_LIST, NETWORKS, ORIGINS, PORT, SIZE, OneOf
+from s3proxy.params import CPU_LIST, NETWORKS, ORIGINS, PORT, ROUTING_RULES, SIZE, OneOf
 from s3proxy.settings import check, fail, setting
-from s3proxy.website import ROUTING_RULES, RoutingRule, site_url
+from s3proxy.website import RoutingRule, site_url
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 SERVER, MANAGEMENT, S3, CACHE, SITE, LOGS = (

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-import click
-
 from s3proxy.keys import percent_decode
 
 #: What a Location may keep as it is: RFC 3986's reserved and unreserved characters and ``%``
@@ -239,20 +237,3 @@ class Website:
         except UnicodeDecodeError:
             key = None
         return None if key is None else route(self.rules, key, status)
-
-
-class RoutingRules(click.ParamType[tuple[RoutingRule, ...]]):
-    """``routing_rules``: a JSON text or list of rules (:func:`parse_rules`)."""
-
-    name = "json"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> tuple[RoutingRule, ...]:
-        try:
-            return parse_rules(value)
-        except ValueError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-ROUTING_RULES = RoutingRules()
