@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -187,9 +186,7 @@ def test_a_dead_mmdb_ws_does_not_hold_records() -> None:
     retried after a backoff, not once per record."""
     enricher = MmdbWsEnricher("127.0.0.1", free_port())
     ips = [f"184.105.163.{i}" for i in range(200)]
-    started_at = time.monotonic()
     out = asyncio.run(through(enricher, ips, limit=5))
-    assert time.monotonic() - started_at < 3
     assert all(r.location is None for r in out)
     assert 1 <= enricher.failures <= 3
 
@@ -200,9 +197,8 @@ def test_a_hung_mmdb_ws_costs_one_timeout(mmdb_ws: MmdbWsServer) -> None:
     mmdb_ws.stall = True
     enricher = MmdbWsEnricher("127.0.0.1", mmdb_ws.port, timeout=0.2)
     ips = [f"81.2.69.{i}" for i in range(100)]
-    started_at = time.monotonic()
     out = asyncio.run(through(enricher, ips, limit=5))
-    assert time.monotonic() - started_at < 1  # not 100 timeouts: 20 s
+    # One query and one failure, not 100 timeouts (20 s): what is counted, not a clock.
     assert all(r.location is None for r in out)
     assert mmdb_ws.queries == ["81.2.69.0"]
     assert enricher.failures == 1
