@@ -162,8 +162,10 @@ def announce(config: Config, sites: Sites, workers: int) -> Verdict:
     stdout (whatever the log settings) and, when S3 will not serve a site, say why on stderr
     and in the log (``bucket_check_failed``). Returns the first failed verdict, if any."""
     checked = asyncio.run(check_sites(sites))
-    print(banner(config, sites, checked[0][1], workers), flush=True)
     failed = [(site, verdict) for site, _, verdict in checked if not verdict.ok]
+    strict = config.process.strict_startup
+    if not (failed and strict):  # a start about to exit 1 does not say it is serving
+        print(banner(config, sites, checked[0][1], workers), flush=True)
     for site, verdict in failed:
         assert verdict.failed is not None
         _logger.error(
@@ -173,7 +175,7 @@ def announce(config: Config, sites: Sites, workers: int) -> Verdict:
             problem=verdict.reason,
         )
         reason = verdict.reason if sites.source is None else f"site {site.name}: {verdict.reason}"
-        if config.process.strict_startup:
+        if strict:
             print(f"s3proxy: error: {reason}", file=sys.stderr, flush=True)
         else:
             print(

@@ -201,6 +201,7 @@ def test_strict_startup_exits_1_on_an_unreachable_endpoint(tmp_path: Path) -> No
     )
     assert done.returncode == 1
     assert f"endpoint unreachable: cannot connect to {endpoint}" in done.stderr
+    assert "serving" not in done.stdout  # no banner for a start that ends here
 
 
 @pytest.mark.skipif(shutil.which("taskset") is None, reason="needs taskset (util-linux)")
