@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from s3proxy.exceptions import PublishError
+from s3proxy.publish import progress
 from s3proxy.publish.bucket import Bucket
 from s3proxy.publish.uploader import Uploader
 from tests.publish_faults import Rule
@@ -166,3 +167,15 @@ def test_purge_after_publish(
         summary = site.run(root, delete=True, purge_urls=(proxy.url,), auth_key="test-token")
         assert summary.purged == 1
         assert http.get("/").text == "new" and http.get("/gone.html").status_code == 404
+
+
+def test_progress_lines_show_while_the_uploads_run(
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outside a terminal the progress line is printed every PLAIN_EVERY seconds for as long
+    as an upload runs (it once stopped as soon as the uploads were started)."""
+    monkeypatch.setattr(progress, "PLAIN_EVERY", 0.05)
+    root = make_tree(tmp_path / "site", {"a.txt": b"a"})
+    site.faults.rules.append(Rule(r"^PUT ", delay=1, times=1))
+    site.run(root)
+    assert "0/1 files, 0.0/0.0 MB" in capsys.readouterr().err

@@ -58,8 +58,9 @@ class Progress:
             yield
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # wait(), not a suppressed await: a cancellation of this task (Ctrl-C) must go on
+            # up, not be taken for the ticker's own.
+            await asyncio.wait([task])
             if self._tty:
                 self._stream.write("\r\x1b[K")
                 self._stream.flush()

@@ -197,7 +197,9 @@ async def _uploads(
                 stats_file.write(json.dumps(stats.line()) + "\n")
 
     try:
-        async with asyncio.TaskGroup() as group, progress.ticking():
+        # Ticking outside the group: the line shows until the group has waited for every
+        # upload (the other way round it stopped as soon as the tasks were created).
+        async with progress.ticking(), asyncio.TaskGroup() as group:
             for file in uploads:
                 group.create_task(one(file))
     finally:
