@@ -19,7 +19,8 @@ connection is aborted instead)::
     │                          (the endpoint forgets the entry and asks S3 once more)
     ├── PublishError           ``s3proxy publish`` could not finish; one line, exit 1
     └── GroupUnavailable       Redis (--redis-url) did not answer: the instance goes on alone,
-                               purges apply here only (never an answer to a client)
+                               purges apply here only; a site change is refused
+                               (registry.py answers 503 GROUP_UNAVAILABLE)
 
 A key S3 does not have is not an error by the time it reaches the endpoint: the read-through
 answers it as :class:`~s3proxy.outcome.Missing` (404).
@@ -80,8 +81,8 @@ class PublishError(S3ProxyError):
 
 
 class GroupUnavailable(S3ProxyError):
-    """Redis, which a group of instances shares purges through, could not be reached or
-    failed a command (the message says how)."""
+    """Redis, which a group of instances shares purges and sites through, could not be
+    reached or failed a command (the message says how)."""
 
 
 #: The status and message of a failure before the response started, by exception class; the

@@ -138,7 +138,12 @@ def management_app(resources: Resources) -> ASGIApp:
     async def ready(request: Request) -> Response:
         problems = await readiness(resources)
         status = 503 if problems else 200
-        details = {} if resources.group is None else {"group": resources.group.status()}
+        details: dict[str, Any] = {}
+        if resources.group is not None:
+            details["group"] = resources.group.status()
+        if resources.registry is not None and resources.registry.skipped:
+            # registered (in a group: on any instance) but in conflict with this one's file
+            details["sites_not_served"] = resources.registry.skipped
         return JSONResponse({"ready": not problems, "problems": problems, **details}, status)
 
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
@@ -258,7 +263,8 @@ def metrics_exposition(resources: Resources) -> tuple[bytes, str]:
 async def readiness(resources: Resources) -> list[str]:
     """What keeps this worker from serving: S3 will not serve a site's index (the startup
     check's verdict, asked again each time; ``site NAME: s3: ...`` with a sites file), the
-    cache is not writable."""
+    cache is not writable, the group's first join is not over (a few milliseconds; Redis
+    away ends it too: the instance then serves alone)."""
     sites = resources.sites()
     verdicts = await asyncio.gather(
         *(
@@ -276,4 +282,6 @@ async def readiness(resources: Resources) -> list[str]:
         await asyncio.to_thread(resources.cache.probe)
     except S3ProxyError as exc:
         problems.append(f"cache: {exc}")
+    if resources.group is not None and not resources.group.settled:
+        problems.append("group: joining (the group's sites and missed purges not loaded yet)")
     return problems

@@ -99,6 +99,10 @@ class Resources:
             # One bus for the instances of a bucket, or of sites files (cache keys are
             # namespaced by site there).
             group = Group(config.group, cache, config.origin.bucket or "sites")
+            if registry is not None:  # registrations kept in Redis, the same in every instance
+                from s3proxy.group.sites import SharedSites
+
+                registry.shared = group.sites = SharedSites(group, registry)
             await group.start()
             stack.push_async_callback(group.close)
         reloader = None

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from s3proxy.config import Config
+from tests.group_servers import REDIS_SERVER, RedisServer
 from tests.servers import KEY_ID, REGION, SECRET, ProxyServer, S3Server, free_port
 
 _bucket_numbers = itertools.count()
@@ -97,3 +98,13 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(base, "BACKOFF_FIRST", 0.05)
     monkeypatch.setattr(base, "BACKOFF_MAX", 0.2)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """Debian's redis-server on a loopback port, for a group of instances (``--redis-url``)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    (tmp_path / "redis").mkdir()
+    with RedisServer(tmp_path / "redis").running() as server:
+        yield server

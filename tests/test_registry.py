@@ -108,6 +108,8 @@ def test_every_refusal_has_its_code(proxy: ProxyServer, bucket: str) -> None:
     assert error(bad_json) == (400, "INVALID_SITE")
     assert error(put(proxy, "r", {**site, "server": ["a"]})) == (400, "INVALID_SITE")
     assert error(put(proxy, "r", {**site, "server": "nowhere"})) == (404, "SERVER_NOT_FOUND")
+    secret = {"paths": ["/*"], "allow": "signed", "secret": {"file": "/nonexistent/secret"}}
+    assert error(put(proxy, "r", {**site, "access": [secret]})) == (400, "INVALID_SITE")
     assert error(put(proxy, "r", {"hosts": ["A.test"], "bucket": bucket})) == (409, "HOST_TAKEN")
     assert error(put(proxy, "a", site)) == (409, "SITE_FROM_FILE")
     assert error(delete(proxy, "a")) == (409, "SITE_FROM_FILE")

@@ -7,10 +7,10 @@ cache's shared generation, as a local purge always has).
 What travels: a clear or purge, after the instance that received it has applied it, as an
 ``invalidate`` event whose body is the cache operations it ran (``[["clear", ""]]``,
 ``[["key", k]]``, ``[["prefix", p]]``, one per site purged): every instance applies the same
-operations to its own cache. ``site_put`` and ``site_delete`` are reserved for runtime site
-registrations (issue 13), which will publish with :meth:`Group.publish` and apply with
-:meth:`Group.on`; until then an instance acknowledges and skips an event type it does not
-know (logged), so a newer instance's events never stall an older one.
+operations to its own cache. ``site_put`` and ``site_delete`` say that a runtime site
+registration changed (the set itself lives in Redis beside the stream; :mod:`.sites` says
+why every instance converges on it). An instance acknowledges and skips an event type it
+does not know (logged), so a newer instance's events never stall an older one.
 
 Why a Redis stream, and not pub/sub: pub/sub forgets what it sent while an instance was away,
 so a reconnecting instance could not tell what it missed. A stream keeps its entries (about

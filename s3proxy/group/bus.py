@@ -11,9 +11,13 @@ another group)::
                 writer: if Redis loses its data, versions start again in a new epoch
     members     instance -> UNIX time of its last heartbeat               (ZADD)
     acks:<id>   the instances that applied event <id>, for 60 s           (RPUSH, BLPOP)
+    sites       runtime site registrations: name -> its table as JSON      (HSET, HDEL)
+    sites:stamp ``<epoch>:<version>`` of the last change to ``sites`` (absent: none stored
+                in this data set yet)
 
 The version and the stream entry are made by one script, so a version is never taken
-without its event (a hole in versions would make every instance clear for nothing).
+without its event (a hole in versions would make every instance clear for nothing); a
+registration, its stamp and its event likewise (:meth:`Bus.change_site`).
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ local id = '0-0'
 if #last > 0 then id = last[1][1] end
 return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0'), id}
 """
-_PUBLISH = """
+_APPEND = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
 local epoch = redis.call('GET', KEYS[1])
 local v = redis.call('INCR', KEYS[2])
@@ -56,7 +60,33 @@ local id = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*',
     'v', v, 'epoch', epoch, 'type', ARGV[2], 'body', ARGV[3], 'origin', ARGV[4])
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))
-return {v, id, redis.call('ZCARD', KEYS[4])}
+"""
+_PUBLISH = _APPEND + "return {v, id, redis.call('ZCARD', KEYS[4])}"
+# A registration changes only if sites:stamp is still the one the caller checked it against
+# (ARGV[7]); else nothing is written and the answer's version is 0.
+_CHANGE_SITE = (
+    """
+if (redis.call('GET', KEYS[6]) or '') ~= ARGV[7] then return {0, '', 0, ''} end
+if ARGV[9] == '' then redis.call('HDEL', KEYS[5], ARGV[8])
+else redis.call('HSET', KEYS[5], ARGV[8], ARGV[9]) end
+"""
+    + _APPEND
+    + """
+local stamp = epoch .. ':' .. v
+redis.call('SET', KEYS[6], stamp)
+return {v, id, redis.call('ZCARD', KEYS[4]), stamp}
+"""
+)
+# The registrations and their stamp; if this data set has none stored yet (a new group, or a
+# Redis that lost its data), the caller's own (ARGV[2..], name and JSON pairs) are stored first.
+_SITES = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+if redis.call('EXISTS', KEYS[4]) == 0 and #ARGV > 1 then
+    for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]) end
+    local v = redis.call('GET', KEYS[2]) or '0'
+    redis.call('SET', KEYS[4], redis.call('GET', KEYS[1]) .. ':' .. v)
+end
+return {redis.call('GET', KEYS[4]) or '', redis.call('HGETALL', KEYS[3])}
 """
 _HEARTBEAT = """
 local now = tonumber(redis.call('TIME')[1])
@@ -95,6 +125,15 @@ class Published:
     members: int
 
 
+@dataclass(frozen=True, slots=True)
+class Registrations:
+    """The group's runtime sites: name -> table, as of ``stamp`` (``<epoch>:<version>``;
+    ``""``: none stored yet)."""
+
+    stamp: str
+    tables: dict[str, Any]
+
+
 @asynccontextmanager
 async def _translated() -> AsyncIterator[None]:
     """Redis's and the socket's errors as :class:`GroupUnavailable`."""
@@ -125,8 +164,11 @@ class Bus:
         )
         self._keys = [namespace + name for name in ("epoch", "version", "events", "members")]
         self._acks = namespace + "acks:"
+        self._sites = [namespace + "sites", namespace + "sites:stamp"]
         self._head = self._redis.register_script(_HEAD)
         self._publish = self._redis.register_script(_PUBLISH)
+        self._change_site = self._redis.register_script(_CHANGE_SITE)
+        self._registrations = self._redis.register_script(_SITES)
         self._heartbeat = self._redis.register_script(_HEARTBEAT)
 
     async def close(self) -> None:
@@ -147,6 +189,32 @@ class Bus:
         async with _translated():
             version, id_, members = await self._publish(self._keys, args)
         return Published(int(version), id_, int(members))
+
+    async def change_site(
+        self, type_: str, name: str, table: Any, stamp: str, origin: str
+    ) -> tuple[Published, str] | None:
+        """Store ``table`` as registration ``name`` (``None``: remove it) and append its
+        event, if the registrations are still as of ``stamp``; the event and the new stamp,
+        or ``None`` (changed meanwhile: nothing written)."""
+        stored = "" if table is None else json.dumps(table)
+        args: list[str | int] = [
+            *(secrets.token_hex(8), type_, json.dumps({"name": name}), origin),
+            *(STREAM_LENGTH, MEMBER_TTL, stamp, name, stored),
+        ]
+        async with _translated():
+            version, id_, members, new = await self._change_site(self._keys + self._sites, args)
+        if not int(version):
+            return None
+        return Published(int(version), id_, int(members)), new
+
+    async def registrations(self, seed: dict[str, Any]) -> Registrations:
+        """The stored registrations; ``seed`` is stored first if there are none yet."""
+        pairs = [item for name, table in seed.items() for item in (name, json.dumps(table))]
+        keys = [self._keys[0], self._keys[1], *self._sites]
+        async with _translated():
+            stamp, flat = await self._registrations(keys, [secrets.token_hex(8), *pairs])
+        tables = {flat[i]: json.loads(flat[i + 1]) for i in range(0, len(flat), 2)}
+        return Registrations(stamp, tables)
 
     async def read(self, after: str, block: float, count: int = 100) -> list[Event]:
         """Events after stream id ``after``, oldest first; waits up to ``block`` seconds for

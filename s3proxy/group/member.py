@@ -8,16 +8,19 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3proxy import logging as log
 from s3proxy.cache import Cache
 from s3proxy.config import GroupConfig
 from s3proxy.exceptions import GroupUnavailable, S3ProxyError
-from s3proxy.group.bus import Bus, Event, Head
+from s3proxy.group.bus import Bus, Event, Head, Published
 from s3proxy.group.state import InstanceState, Step, step
 
-#: Event types. ``site_put``/``site_delete`` are reserved for runtime sites (issue 13).
+if TYPE_CHECKING:
+    from s3proxy.group.sites import SharedSites
+
+#: Event types. A site event says registrations changed (:mod:`s3proxy.group.sites`).
 INVALIDATE, SITE_PUT, SITE_DELETE = "invalidate", "site_put", "site_delete"
 #: Seconds Redis may be away before the instance clears its cache on its return.
 OUTAGE_GRACE = 5.0
@@ -62,9 +65,18 @@ class Group:
         self.members = 0
         self.version = 0
         self.error: str | None = None
+        #: The first join is over (joined, or Redis did not answer): until then readiness
+        #: waits, so a new instance takes no traffic before it has Redis's sites and purges.
+        self.settled = False
         self._handlers: dict[str, Callable[[Any], None]] = {
-            INVALIDATE: lambda body: invalidate(cache, [(k, v) for k, v in body])
+            INVALIDATE: lambda body: invalidate(cache, [(k, v) for k, v in body]),
+            # Each worker refreshes the whole set on reading one (see _read_from).
+            SITE_PUT: _nothing,
+            SITE_DELETE: _nothing,
         }
+        #: Runtime sites (``None``: no ``--config``), refreshed on joining and site events.
+        self.sites: SharedSites | None = None
+        self._resync = False  # events were missed: refresh the sites with the next event
         self._unsent: list[Operation] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -126,6 +138,12 @@ class Group:
         except GroupUnavailable as exc:
             self.error = str(exc)
             raise
+        return await self.acknowledged(sent, started)
+
+    async def acknowledged(self, sent: Published, started: float) -> dict[str, Any]:
+        """What :meth:`publish` answers for event ``sent``, published since ``started``
+        (:func:`time.monotonic`), once the members acknowledged it or :data:`ACK_WAIT`
+        passed."""
         try:
             acknowledged = await self.bus.acks(sent.id, sent.members, ACK_WAIT)
         except GroupUnavailable:
@@ -160,14 +178,14 @@ class Group:
         while True:
             try:
                 cursor = await self._join()
-                delay = RETRY[0]
+                self.settled, delay = True, RETRY[0]
                 await self._read_from(cursor)
             except GroupUnavailable as exc:
                 error = str(exc)
             except S3ProxyError as exc:  # group.json cannot be written: follow again later
                 error = str(exc)
                 _logger.error("group_state_failed", error=error)
-            self.connected, self.error = False, error
+            self.connected, self.error, self.settled = False, error, True
             with contextlib.suppress(S3ProxyError):
                 await asyncio.to_thread(self._went_down, error)
             await asyncio.sleep(delay)
@@ -179,18 +197,36 @@ class Group:
         self.members = await self.bus.heartbeat(self.instance)
         self.connected, self.error = True, None
         await self._send_unsent()
+        await self._sync_sites()
         return cursor
 
     async def _read_from(self, cursor: str) -> None:
         beat = time.monotonic()
         while True:
             for event in await self.bus.read(cursor, BLOCK):
-                if await asyncio.to_thread(self._apply, event):
+                applied = await asyncio.to_thread(self._apply, event)
+                if event.type in (SITE_PUT, SITE_DELETE) or self._resync:
+                    await self._sync_sites()  # served here before it is acknowledged
+                if applied:
                     await self.bus.ack(event.id, self.instance)
                 cursor = event.id
             if time.monotonic() - beat >= HEARTBEAT:
                 self.members = await self.bus.heartbeat(self.instance)
                 beat = time.monotonic()
+
+    async def _sync_sites(self) -> None:
+        """Refresh and serve the runtime sites. Redis's failure goes to the caller (and the
+        next join refreshes); the registry's is logged: it never stops the following."""
+        if self.sites is None:
+            return
+        self._resync = False
+        try:
+            await self.sites.sync()
+        except GroupUnavailable:
+            self._resync = True
+            raise
+        except (S3ProxyError, OSError) as exc:
+            _logger.error("group_sites_failed", error=str(exc))
 
     # -- under the instance's lock (blocking, in a thread) ----------------------------------
 
@@ -256,5 +292,10 @@ class Group:
         )
 
     def _clear(self, reason: str) -> None:
+        self._resync = True  # what was missed may have changed sites too
         summary = self.cache.clear()
         _logger.warning("group_cache_cleared", reason=reason, **summary)
+
+
+def _nothing(body: Any) -> None:
+    del body
