@@ -229,14 +229,17 @@ class ProxyProcess:
     """The ``s3proxy`` command as a user runs it, in its own process group."""
 
     @classmethod
-    def two_workers(cls, sites_file: str, s3: S3Server, cache_dir: str) -> ProxyProcess:
-        """The command serving ``sites_file`` from ``s3`` with two workers, ready."""
+    def two_workers(
+        cls, sites_file: str, s3: S3Server, cache_dir: str, *extra: str
+    ) -> ProxyProcess:
+        """The command serving ``sites_file`` from ``s3`` with two workers (and ``extra``
+        flags), ready."""
         port = free_port()
         args = [
             "--config", sites_file, "--region", REGION, "--key", KEY_ID, "--secret", SECRET,
             "--endpoint-url", s3.endpoint_url, "--path-style", "true", "--port", str(port),
             "--cache-dir", cache_dir, "--dir", "", "--host", "127.0.0.1",
-            "--threads", "2", "--auth-key", "test-token",
+            "--threads", "2", "--auth-key", "test-token", *extra,
         ]  # fmt: skip
         return cls(args, {}, port).wait_ready()
 

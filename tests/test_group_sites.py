@@ -18,7 +18,7 @@ from s3proxy.config import Config
 from s3proxy.group.bus import Bus
 from s3proxy.registry import newer
 from tests.group_servers import RedisServer
-from tests.servers import ProxyServer, S3Server, free_port
+from tests.servers import ProxyProcess, ProxyServer, S3Server, free_port
 from tests.sink_servers import wait_for
 from tests.test_group import group_status, joined
 from tests.test_registry import AUTH, delete, error, home, listing, put, replace, sites_text
@@ -116,6 +116,35 @@ def test_changes_on_any_instance_reach_every_instance(
     wait_for(lambda: serving(everyone, "r.test", "r/index.html"), what="r back everywhere")
     wait_for(lambda: serving(everyone, "s.test", GONE), what="s gone everywhere")
     assert [set(listing(server)) for server in everyone] == [{"a", "r"}] * 3
+
+
+def test_every_worker_of_an_instance_serves_a_change(
+    instance: Callable[[str], ProxyServer],
+    s3: S3Server,
+    bucket: str,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """The real command with two workers in the group: a PUT and a DELETE on another
+    instance are served by both its workers (twenty requests over fresh connections)."""
+    (a,) = group(instance, "a")
+    sites = str(tmp_path / "conf-a" / "sites.toml")
+    cache = str(tmp_path / "cache-two")
+    flags = ("--redis-url", redis_server.url, "--bucket", bucket)  # the group's namespace
+    proxy = ProxyProcess.two_workers(sites, s3, cache, *flags)
+    fresh = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))  # reach both
+    try:
+        stats = proxy.url + "/_proxy/_private/_cache/stats"
+        workers = lambda: {fresh.get(stats, headers=AUTH).json()["worker"] for _ in range(20)}  # noqa: E731
+        wait_for(lambda: len(workers()) == 2, timeout=30, what="both workers answering")
+        answers = lambda: {fresh.get(proxy.url, headers={"host": "r.test"}).text for _ in range(20)}  # noqa: E731
+        assert put(a, "r", site(bucket, "r")).status_code == 201
+        wait_for(lambda: answers() == {"r/index.html"}, what="r in every worker")
+        assert delete(a, "r").status_code == 200
+        wait_for(lambda: answers() == {GONE}, what="r gone from every worker")
+    finally:
+        fresh.close()
+        proxy.kill()
 
 
 def test_a_reload_keeps_registrations_and_a_conflict_is_reported(

@@ -225,7 +225,7 @@ class Group:
         except GroupUnavailable:
             self._resync = True
             raise
-        except (S3ProxyError, OSError) as exc:
+        except (S3ProxyError, OSError, ValueError) as exc:  # ValueError: junk JSON in Redis
             _logger.error("group_sites_failed", error=str(exc))
 
     # -- under the instance's lock (blocking, in a thread) ----------------------------------
