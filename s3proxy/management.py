@@ -27,6 +27,7 @@ from s3proxy.config import SiteConfig
 from s3proxy.exceptions import S3ProxyError
 from s3proxy.exchange import Exchange
 from s3proxy.keys import Rejected, path_to_key
+from s3proxy.listing import cache_keys, folders_above
 from s3proxy.record import Network, parse_networks
 from s3proxy.resources import Resources
 from s3proxy.site import Site
@@ -90,8 +91,8 @@ def management_app(resources: Resources) -> ASGIApp:
             if isinstance(target, Rejected):
                 return PlainTextResponse(target.reason + "\n", target.status)
             purged[name] = await purge_site(resources, site, target)
-            kind, value = target if target is not None else ("prefix", "")
-            operations.append((kind, site.readthrough.namespace + value))
+            namespace = site.readthrough.namespace
+            operations += [(kind, namespace + value) for kind, value in purges(site, target)]
         told = await tell_group(resources, operations)  # cache keys: namespaced
         if len(purged) == 1:
             ((name, result),) = purged.items()
@@ -209,11 +210,24 @@ async def purge_site(
 ) -> dict[str, Any]:
     """Drop ``target`` (a key or a prefix; ``None``: everything) of ``site``'s cache entries,
     in every worker; what was dropped, by the keys of the site's bucket."""
-    kind, value = target if target is not None else ("prefix", "")
-    namespace = site.readthrough.namespace
-    dropped = await asyncio.to_thread(resources.cache.purge, **{kind: namespace + value})
+    (kind, value), *listings = purges(site, target)
+    namespace, cache = site.readthrough.namespace, resources.cache
+    dropped = await asyncio.to_thread(cache.purge, **{kind: namespace + value})
+    for _, key in listings:
+        dropped += await asyncio.to_thread(cache.purge, key=namespace + key)
     _logger.info("cache_purged", site=site.name, **{kind: value}, dropped=len(dropped))
     return {kind: value, "dropped": [key[len(namespace) :] for key in dropped]}
+
+
+def purges(site: Site, target: tuple[str, str] | None) -> list[tuple[str, str]]:
+    """The cache operations that drop ``target`` of ``site`` (``None``: everything), the
+    target first: a key, with the listings that show it when the site lists folders (a
+    published or deleted object changes its folder's listing and those above)."""
+    kind, value = target if target is not None else ("prefix", "")
+    if kind != "key" or not site.config.listing:
+        return [(kind, value)]
+    above = folders_above(value, site.config.prefix)
+    return [(kind, value), *(("key", key) for folder in above for key in cache_keys(folder))]
 
 
 def purge_target(query: str, site: SiteConfig) -> tuple[str, str] | Rejected | None:

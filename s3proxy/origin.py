@@ -3,7 +3,7 @@
 Every botocore/aiohttp exception is translated here into :mod:`s3proxy.exceptions`; an expected
 ``304 Not Modified`` on revalidation is a return value (:data:`NOT_MODIFIED`), not an error.
 
-How long a GetObject may take, and how hard S3 is asked while it fails:
+How long a call (GetObject; ListObjectsV2 for listings) may take, how hard S3 is asked:
 
 - ``--connect-timeout`` and ``--read-timeout`` bound each attempt (botocore's);
   ``--origin-deadline`` bounds the whole call, retries and backoff included (an
@@ -25,7 +25,6 @@ import enum
 import hashlib
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +42,7 @@ from botocore.exceptions import (
 )
 from botocore.retries.standard import ExponentialBackoff, RetryEventAdapter
 
-from s3proxy.breaker import Circuit
+from s3proxy.breaker import Circuit, Permit
 from s3proxy.config import OriginConfig
 from s3proxy.exceptions import (
     ObjectChanged,
@@ -53,9 +52,10 @@ from s3proxy.exceptions import (
     OriginTimeout,
     timing_outcome,
 )
+from s3proxy.listing import FolderPage
 from s3proxy.meta import ObjectMeta, ProbeAnswer, md5_verifiable
 from s3proxy.record import Timing
-from s3proxy.retries import RetryBudget, retry_fits
+from s3proxy.retries import CALL, Call, RetryBudget, retry_fits
 
 #: Attempts per GET (the first included) when no stale copy could stand in, at most: the
 #: deadline and the retry budget may allow fewer.
@@ -173,20 +173,6 @@ def s3_client(session: Any, config: OriginConfig, aio_config: AioConfig) -> Any:
     )
 
 
-@dataclass(slots=True)
-class _Call:
-    """The GetObject this task is making, as the ``needs-retry`` hook sees it."""
-
-    retry: bool
-    #: ``time.monotonic()`` by which the whole call must have ended.
-    deadline: float
-    #: When the current attempt's request went out.
-    attempt_started: float
-
-
-_CALL: ContextVar[_Call | None] = ContextVar("s3proxy_origin_call", default=None)
-
-
 class S3Client:
     """One pooled S3 client for one server (an endpoint and its credentials; the command
     line's S3 options, or a ``[servers.NAME]`` table): its connection pool, bounded by
@@ -230,8 +216,9 @@ class S3Client:
         # conditions and backoff plus the deadline, the budget and the breaker.
         self._client = await self._open_client(get_session())
         events = self._client.meta.events
-        events.register("before-send.s3.GetObject", self._attempt_starts)
-        events.register("needs-retry.s3.GetObject", self._needs_retry)
+        for operation in ("GetObject", "ListObjectsV2"):
+            events.register(f"before-send.s3.{operation}", self._attempt_starts)
+            events.register(f"needs-retry.s3.{operation}", self._needs_retry)
         return self
 
     async def _open_client(self, session: Any) -> Any:
@@ -259,14 +246,14 @@ class S3Client:
 
     def _attempt_starts(self, **kwargs: Any) -> None:
         """botocore's ``before-send`` hook: an attempt's request is about to go out."""
-        call = _CALL.get()
+        call = CALL.get()
         if call is not None:
             call.attempt_started = time.monotonic()
 
     async def _needs_retry(self, **kwargs: Any) -> float | None:
         """botocore's ``needs-retry`` hook: the seconds to back off before another attempt of
         this task's GetObject, or ``None`` for no retry (see the module docstring)."""
-        call = _CALL.get()
+        call = CALL.get()
         if call is None or not call.retry:
             return None
         context = self._retry_events.create_retry_context(**kwargs)
@@ -294,20 +281,14 @@ class S3Client:
         :data:`NOT_MODIFIED` when S3 answers 304. ``byte_range`` (``bytes=a-b``) asks for part
         of the object: the result's ``meta.size`` is then the part's length. Raises
         :class:`ObjectNotFound`, :class:`OriginTimeout` or :class:`OriginError`."""
-        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if if_none_match:
-            params["IfNoneMatch"] = if_none_match
-        if byte_range:
-            params["Range"] = byte_range
-        if if_match:
-            params["IfMatch"] = if_match
+        given = {"IfNoneMatch": if_none_match, "Range": byte_range, "IfMatch": if_match}
+        params = {"Bucket": bucket, "Key": key, **{k: v for k, v in given.items() if v}}
         permit = self.circuit.permit()
         started, outcome = time.perf_counter(), "error"
         try:
-            response = await self._get_object(params, retry)
+            response = await self._call("get_object", params, permit, retry)
             outcome = "ok"
         except OriginError as exc:
-            self.circuit.report(exc, permit)
             if if_none_match and exc.status == 304:
                 outcome = "not_modified"
                 return NOT_MODIFIED
@@ -316,11 +297,6 @@ class S3Client:
                 raise ObjectChanged(key) from None
             outcome = timing_outcome(exc)
             raise
-        except BaseException:  # cancelled: no verdict on S3's health
-            self.circuit.report(None, permit, abandoned=True)
-            raise
-        else:
-            self.circuit.report(None, permit)
         finally:
             timings = self._timings
             if timings is not None and len(timings) < MAX_TIMINGS:
@@ -352,19 +328,41 @@ class S3Client:
         response["Body"].close()
         return ProbeAnswer(response["ResponseMetadata"]["HTTPStatusCode"])
 
-    async def _get_object(self, params: dict[str, Any], retry: bool) -> dict[str, Any]:
-        """One GetObject call within the deadline; raises our exceptions."""
+    async def list_folder(
+        self, bucket: str, prefix: str, token: str | None, max_keys: int
+    ) -> FolderPage:
+        """One page of ListObjectsV2 of ``prefix`` in ``bucket`` by ``/``, after ``token``,
+        through the pool, deadline, retries and breaker as a GetObject. Raises
+        :class:`ObjectNotFound` (no such bucket, or no s3:ListBucket) or another OriginError."""
+        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
+        params["MaxKeys"] = max_keys
+        if token is not None:
+            params["ContinuationToken"] = token
+        response = await self._call("list_objects_v2", params, self.circuit.permit(), True)
+        return FolderPage.from_response(response, prefix)
+
+    async def _call(
+        self, operation: str, params: dict[str, Any], permit: Permit, retry: bool
+    ) -> dict[str, Any]:
+        """``operation`` within the deadline, reported to the breaker; raises ours."""
         now = time.monotonic()
         deadline = self.config.origin_deadline
-        token = _CALL.set(_Call(retry, now + deadline, now))
+        token = CALL.set(Call(retry, now + deadline, now))
         try:
-            with _translate_errors(params["Key"]):
+            with _translate_errors(params.get("Key") or params["Prefix"]):
                 self.budget.deposit()
                 async with asyncio.timeout(deadline):
-                    response: dict[str, Any] = await self._client.get_object(**params)
-                    return response
+                    response: dict[str, Any] = await getattr(self._client, operation)(**params)
+        except OriginError as exc:
+            self.circuit.report(exc, permit)
+            raise
+        except BaseException:  # cancelled: no verdict on S3's health
+            self.circuit.report(None, permit, abandoned=True)
+            raise
         finally:
-            _CALL.reset(token)
+            CALL.reset(token)
+        self.circuit.report(None, permit)
+        return response
 
 
 class Origin:
@@ -396,3 +394,7 @@ class Origin:
     async def probe(self, key: str) -> ProbeAnswer:
         """:meth:`S3Client.probe` of ``key`` in this bucket."""
         return await self.client.probe(self.bucket, key)
+
+    async def list_folder(self, prefix: str, token: str | None, max_keys: int) -> FolderPage:
+        """:meth:`S3Client.list_folder` of ``prefix`` in this bucket."""
+        return await self.client.list_folder(self.bucket, prefix, token, max_keys)

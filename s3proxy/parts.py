@@ -227,6 +227,9 @@ class SiteConfig:
         help="Single-page app: unknown paths without an extension serve the index.")
     redirect_folders: bool = setting(
         True, group=SITE, help="Redirect /docs to /docs/ when docs/<index> exists.")
+    listing: bool = setting(
+        False, group=SITE, help="List a folder whose index document is missing: its objects "
+        "and subfolders as HTML, or JSON when Accept prefers it (README: Many sites).")
     compress: bool = setting(
         True, group=SITE,
         help="gzip/brotli for text types of 1 KiB to 8 MiB, made once per object.")

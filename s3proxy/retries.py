@@ -14,6 +14,7 @@ Retries help with a blip and must never make an outage worse, hence two rules:
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 
@@ -42,3 +43,17 @@ def retry_fits(delay: float, last_attempt: float, remaining: float) -> bool:
     """Whether waiting ``delay`` seconds, then an attempt as long as the last one
     (``last_attempt`` seconds), ends within the ``remaining`` seconds of the deadline."""
     return delay + last_attempt <= remaining
+
+
+@dataclass(slots=True)
+class Call:
+    """The S3 call this task is making, as the origin's ``needs-retry`` hook sees it."""
+
+    retry: bool
+    #: ``time.monotonic()`` by which the whole call must have ended.
+    deadline: float
+    #: When the current attempt's request went out.
+    attempt_started: float
+
+
+CALL: ContextVar[Call | None] = ContextVar("s3proxy_origin_call", default=None)

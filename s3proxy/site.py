@@ -25,6 +25,7 @@ from s3proxy.encoding import compress, compressible, negotiate
 from s3proxy.exceptions import BodyGone, CacheError, S3ProxyError, http_status
 from s3proxy.exchange import Cors, Exchange
 from s3proxy.fill import Fill
+from s3proxy.folders import Folders
 from s3proxy.keys import (
     Key,
     Rejected,
@@ -33,16 +34,7 @@ from s3proxy.keys import (
     path_to_key,
     trailing_slash_location,
 )
-from s3proxy.outcome import (
-    Filling,
-    Found,
-    Hit,
-    Missing,
-    Outcome,
-    PassThrough,
-    Revalidated,
-    Stale,
-)
+from s3proxy.outcome import Filling, Found, Hit, Missing, Outcome, PassThrough, Revalidated, Stale
 from s3proxy.passthrough import send_direct
 from s3proxy.plan import Body, Headers, Plan, Ranges, Representation, plan
 from s3proxy.readthrough import ReadThrough
@@ -89,6 +81,7 @@ class Site:
         self.ttl = config.ttl
         self.compress = config.compress
         self.website = Website.of(config.redirect_all, config.routing_rules)
+        self.folders = Folders(config, readthrough, guard) if config.listing else None
         self._codings: dict[bytes, str | None] = {}
         # raw path -> Key (or its redirect): mapping is pure, a memo hit costs 0.1 µs, not ~3.
         self._keys: dict[bytes, Key | Redirect] = {}
@@ -197,6 +190,9 @@ class Site:
                 return await self._send_entry(x, entry)
         status = 200
         if isinstance(outcome, Missing):
+            if key.index and self.folders is not None:  # a folder's listing, if it has one
+                if (listing := await self.folders.entry(x, key)) is not None:
+                    return await self._send_entry(x, listing)
             fallback = await self._fallback(key, x)
             if isinstance(fallback, bytes):
                 return await self._redirect(x, fallback)

@@ -12,11 +12,19 @@ from s3proxy.keys import trailing_slash_location
 from tests.servers import ProxyServer
 
 
-def raw_get(proxy: ProxyServer, target: bytes, extra: bytes = b"") -> tuple[int, bytes]:
+def raw_get(
+    proxy: ProxyServer, target: bytes, extra: bytes = b"", host: bytes = b"x"
+) -> tuple[int, bytes]:
     """Send a request target exactly as given (httpx would normalise it); (status, head)."""
     with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
         sock.sendall(
-            b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"Connection: close\r\n\r\n"
+            b"GET "
+            + target
+            + b" HTTP/1.1\r\nHost: "
+            + host
+            + b"\r\n"
+            + extra
+            + b"Connection: close\r\n\r\n"
         )
         data = b""
         while chunk := sock.recv(65536):
