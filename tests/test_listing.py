@@ -156,8 +156,8 @@ def proxy(
         f'[sites.empty]\nhosts = ["empty.test"]\nbucket = "{bucket}"\nprefix = "none/"\n'
         "listing = true\n"
     )
-    config = proxy_config(s3, folder / "cache", sites_file=str(sites), port=free_port())
-    server = ProxyServer(config).start()
+    config = proxy_config(s3, folder / "cache", sites_file=str(sites))
+    server = ProxyServer(config.replace(port=free_port())).start()
     yield server
     server.stop()
 
