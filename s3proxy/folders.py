@@ -77,7 +77,7 @@ class Folders:
             x.cache = "miss"
             made = await self._made(folder)
             found = made[wanted] if made is not None else None
-        if found is not None:
+        if found is not None and HEADERS[0] not in x.common:  # once, if asked again
             x.common += HEADERS
         return found
 
@@ -105,21 +105,13 @@ class Folders:
         """List ``folder`` from S3 and store both renderings (see the module docstring)."""
         readthrough = self.readthrough
         cache, generation = readthrough.cache, readthrough.cache.generation
-        pages: list[FolderPage] = []
-        token: str | None = None
-        size, most = pages_of.PAGE_SIZE, pages_of.MAX_ENTRIES  # read here: tests lower them
         try:
-            while True:
-                page = await readthrough.origin.list_folder(folder, token, size)
-                pages.append(page)
-                token = page.next_token
-                if token is None or sum(len(p.folders) + len(p.files) for p in pages) >= most:
-                    break
+            pages, truncated = await self._pages(folder)
         except ObjectNotFound:  # no such bucket, or no s3:ListBucket for our credentials
             _logger.warning("listing_refused", folder=folder, reason="S3 answered 403/404")
             return None
         path = "/" + folder[len(self.prefix) :]
-        listing = build(path, pages, self._shown(folder), truncated=token is not None)
+        listing = build(path, pages, self._shown(folder), truncated)
         now = time.time()
         keys = [readthrough.namespace + k for k in cache_keys(folder)]
         if listing.empty and folder != self.prefix:
@@ -128,11 +120,28 @@ class Folders:
                     cache.put_missing(name, now, now + self.ttl)
             return None
         bodies = await asyncio.to_thread(_render, listing)
+        size = sum(len(body) for body in bodies)
+        if cache.over_budget(size):  # --cache-max-size holds at each commit, as for objects
+            await asyncio.to_thread(cache.make_room, size)
         html, json = (
             self._store(name, body, kind, now, generation)
             for name, body, kind in zip(keys, bodies, (HTML_TYPE, JSON_TYPE), strict=True)
         )
         return html, json
+
+    async def _pages(self, folder: str) -> tuple[list[FolderPage], bool]:
+        """ListObjectsV2 pages of ``folder``, followed until the last or until they hold
+        :data:`~s3proxy.listing.MAX_ENTRIES`; and whether S3 has more."""
+        origin = self.readthrough.origin
+        size, most = pages_of.PAGE_SIZE, pages_of.MAX_ENTRIES  # read here: tests lower them
+        pages: list[FolderPage] = []
+        token: str | None = None
+        while True:
+            page = await origin.client.list_folder(origin.bucket, folder, token, size)
+            pages.append(page)
+            token = page.next_token
+            if token is None or sum(len(p.folders) + len(p.files) for p in pages) >= most:
+                return pages, token is not None
 
     def _shown(self, folder: str) -> Callable[[str], bool]:
         """Whether a listing of ``folder`` shows an entry: what the access rule that admits

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import html
 import json
+import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -41,6 +43,8 @@ HEADERS = (
     (b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"),
 )
 _CONTROL = frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+# RFC 3986 §2.3's unreserved characters, but a name of dots alone (a dot segment).
+_UNRESERVED = re.compile(r"(?!\.*\Z)[A-Za-z0-9._~-]*\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +154,13 @@ def _row(name: str, size: str | None, date: str | None) -> str:
 def href(name: str) -> str | None:
     """The relative link to ``name`` (``sub/`` for a subfolder), every byte outside RFC
     3986's unreserved set percent-encoded; ``None`` if the proxy would refuse its path."""
-    segment = name[:-1] if name.endswith("/") else name
-    if segment in (".", "..") or "/" in segment or not _CONTROL.isdisjoint(segment):
-        return None
-    return "./" + quote(segment, safe="") + ("/" if name.endswith("/") else "")
+    folder = name.endswith("/")
+    segment = name[:-1] if folder else name
+    if _UNRESERVED.match(segment) is None:  # else nothing to encode (most names; 10x faster)
+        if segment in (".", "..") or "/" in segment or not _CONTROL.isdisjoint(segment):
+            return None
+        segment = quote(segment, safe="")
+    return "./" + segment + "/" if folder else "./" + segment
 
 
 def _size(size: int) -> str:
@@ -166,13 +173,11 @@ def _size(size: int) -> str:
 
 
 def _date(epoch: float | None) -> str:
-    return "" if epoch is None else datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M")
+    return "" if epoch is None else time.strftime("%Y-%m-%d %H:%M", time.gmtime(epoch))
 
 
 def _rfc3339(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def build(

@@ -252,7 +252,7 @@ class S3Client:
 
     async def _needs_retry(self, **kwargs: Any) -> float | None:
         """botocore's ``needs-retry`` hook: the seconds to back off before another attempt of
-        this task's GetObject, or ``None`` for no retry (see the module docstring)."""
+        this task's S3 call, or ``None`` for no retry (see the module docstring)."""
         call = CALL.get()
         if call is None or not call.retry:
             return None
@@ -281,8 +281,13 @@ class S3Client:
         :data:`NOT_MODIFIED` when S3 answers 304. ``byte_range`` (``bytes=a-b``) asks for part
         of the object: the result's ``meta.size`` is then the part's length. Raises
         :class:`ObjectNotFound`, :class:`OriginTimeout` or :class:`OriginError`."""
-        given = {"IfNoneMatch": if_none_match, "Range": byte_range, "IfMatch": if_match}
-        params = {"Bucket": bucket, "Key": key, **{k: v for k, v in given.items() if v}}
+        params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if if_none_match:
+            params["IfNoneMatch"] = if_none_match
+        if byte_range:
+            params["Range"] = byte_range
+        if if_match:
+            params["IfMatch"] = if_match
         permit = self.circuit.permit()
         started, outcome = time.perf_counter(), "error"
         try:
@@ -334,8 +339,7 @@ class S3Client:
         """One page of ListObjectsV2 of ``prefix`` in ``bucket`` by ``/``, after ``token``,
         through the pool, deadline, retries and breaker as a GetObject. Raises
         :class:`ObjectNotFound` (no such bucket, or no s3:ListBucket) or another OriginError."""
-        params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/"}
-        params["MaxKeys"] = max_keys
+        params: dict[str, Any] = dict(Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=max_keys)
         if token is not None:
             params["ContinuationToken"] = token
         response = await self._call("list_objects_v2", params, self.circuit.permit(), True)
@@ -394,7 +398,3 @@ class Origin:
     async def probe(self, key: str) -> ProbeAnswer:
         """:meth:`S3Client.probe` of ``key`` in this bucket."""
         return await self.client.probe(self.bucket, key)
-
-    async def list_folder(self, prefix: str, token: str | None, max_keys: int) -> FolderPage:
-        """:meth:`S3Client.list_folder` of ``prefix`` in this bucket."""
-        return await self.client.list_folder(self.bucket, prefix, token, max_keys)

@@ -13,9 +13,11 @@ import httpx
 import pytest
 from botocore.retries.standard import ExponentialBackoff
 
-from s3proxy import listing
+from s3proxy import listing, registry
+from s3proxy.config import Config
 from s3proxy.listing import File, FolderPage, Listing, build, folders_above, href, prefers_json
 from s3proxy.origin import RETRY_ATTEMPTS
+from s3proxy.sitesfile import parse
 from tests.access_helpers import basic, htpasswd_line
 from tests.servers import Fault, ProxyServer, S3Server, free_port, proxy_config
 from tests.test_website import raw_get
@@ -104,6 +106,21 @@ def test_page_from_response_and_build(monkeypatch: pytest.MonkeyPatch) -> None:
     many = FolderPage(tuple(f"f{i}/" for i in range(6)), (File("x", 1, None),) * 6, None)
     cut = build("/", [many], lambda name: name != "f0/", truncated=False)
     assert cut == Listing("/", many.folders[1:], many.files[:3], truncated=True)
+
+
+def test_a_setting_of_the_file_and_of_registrations() -> None:
+    """``listing`` is a site key of the sites file and of a registration's JSON body, off
+    by default, checked as a boolean."""
+    base = Config.build(bucket="b")
+    sites = parse({"sites": {"a": {"hosts": ["a.test"], "listing": True}}}, "s.toml", base)
+    assert sites.sites["a"].settings.listing is True
+    added = registry.add(sites, "r", {"hosts": ["r.test"], "listing": True}, base)
+    assert added.sites["r"].settings.listing is True
+    assert (
+        registry.add(sites, "o", {"hosts": ["o.test"]}, base).sites["o"].settings.listing is False
+    )
+    with pytest.raises(registry.Refused, match="listing"):
+        registry.add(sites, "bad", {"hosts": ["b.test"], "listing": "often"}, base)
 
 
 # -- through the proxy ------------------------------------------------------------------------
