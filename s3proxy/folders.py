@@ -9,7 +9,8 @@ are (HEAD, validators, compressed variants). On a miss, one request per folder a
 makes it: ListObjectsV2 with ``Delimiter='/'`` through the site's origin (its connection
 pool, deadline, retries and breaker), page after page up to
 :data:`~s3proxy.listing.MAX_ENTRIES`; nothing is stored unless every page arrived, and S3's
-failure is raised as the origin's error (502/504 by the site). A folder with nothing in it is
+failure is raised as the origin's error (502/504 by the site), unless an expired listing
+may stand in (``stale_if_error``, as for objects). A folder with nothing in it is
 a 404, remembered for the TTL as a missing key is (S3 has no empty folders), except the
 site's root, which lists as empty.
 """
@@ -26,7 +27,7 @@ from s3proxy import logging as log
 from s3proxy.access.guard import Guard
 from s3proxy.cache import Entry
 from s3proxy.config import SiteConfig
-from s3proxy.exceptions import CacheError, ObjectNotFound
+from s3proxy.exceptions import CacheError, ObjectNotFound, OriginError
 from s3proxy.exchange import Exchange
 from s3proxy.keys import Key
 from s3proxy.listing import (
@@ -56,6 +57,7 @@ class Folders:
         self.prefix = config.prefix
         self.index_document = config.index_document
         self.ttl = config.ttl
+        self.stale_if_error = config.stale_if_error
         self.readthrough = readthrough
         self.guard = guard
         #: Listings being made, by folder: later requests wait for the first one's.
@@ -75,11 +77,20 @@ class Folders:
             found: Entry | None = stored if stored.meta is not None else None
         else:
             x.cache = "miss"
-            made = await self._made(folder)
-            found = made[wanted] if made is not None else None
+            try:
+                made = await self._made(folder)
+                found = made[wanted] if made is not None else None
+            except OriginError:  # stale-if-error (RFC 5861 §4), as for objects
+                if stored is None or stored.meta is None or not self._may_stand_in(stored):
+                    raise
+                x.cache, found = "stale", stored
         if found is not None and HEADERS[0] not in x.common:  # once, if asked again
             x.common += HEADERS
         return found
+
+    def _may_stand_in(self, stored: Entry) -> bool:
+        """Whether the expired listing ``stored`` may answer while S3 fails."""
+        return time.time() - stored.expires_at <= self.stale_if_error
 
     async def _made(self, folder: str) -> Made:
         """The listing of ``folder``, made by this request or by the one already making it."""

@@ -159,7 +159,7 @@ def proxy(
 ) -> Iterator[ProxyServer]:
     """One server for the module, its sites chosen by Host: ``on.test`` (the default, listing
     on, ``/private/*`` behind Basic), ``off.test``, ``docs.test`` (prefix ``docs/``) and
-    ``empty.test`` (a prefix with nothing under it)."""
+    ``empty.test`` (a prefix with nothing under it), ``stale.test`` (``ttl = 0``)."""
     folder = tmp_path_factory.mktemp("listing")
     (folder / "htpasswd").write_bytes(htpasswd_line("ann", "pw"))
     sites = folder / "sites.toml"
@@ -172,6 +172,7 @@ def proxy(
         "listing = true\n"
         f'[sites.empty]\nhosts = ["empty.test"]\nbucket = "{bucket}"\nprefix = "none/"\n'
         "listing = true\n"
+        f'[sites.stale]\nhosts = ["stale.test"]\nbucket = "{bucket}"\nlisting = true\nttl = 0\n'
     )
     config = proxy_config(s3, folder / "cache", sites_file=str(sites))
     server = ProxyServer(config.replace(port=free_port())).start()
@@ -319,7 +320,7 @@ def test_s3_failure_is_a_clear_502(
     http: httpx.Client, s3: S3Server, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failing ListObjectsV2 is retried as a GetObject is, then answers 502 with our short
-    text, and stores nothing."""
+    text, and stores nothing; an expired listing stands in for it (stale-if-error)."""
     monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.0)
     s3.faults.append(Fault(f"/{bucket}", status=500, times=10))
     s3.requests.clear()
@@ -328,3 +329,10 @@ def test_s3_failure_is_a_clear_502(
     assert lists(s3, bucket) == RETRY_ATTEMPTS
     s3.faults.clear()
     assert http.get("/withindex/sub/").status_code == 404  # nothing was remembered
+    stale = {"host": "stale.test"}
+    listed = http.get("/docs/", headers=stale)  # expired at once (ttl 0), kept 3600 s more
+    assert listed.status_code == 200
+    s3.faults.append(Fault(f"/{bucket}", status=500, times=10))
+    again = http.get("/docs/", headers=stale)
+    assert again.status_code == 200 and again.content == listed.content
+    s3.faults.clear()
