@@ -13,7 +13,7 @@ import pytest
 
 from s3proxy.config import Config
 from tests.group_servers import REDIS_SERVER, RedisServer
-from tests.servers import ProxyServer, S3Server, free_port, proxy_config
+from tests.servers import KEY_ID, REGION, SECRET, ProxyServer, S3Server, free_port
 
 _bucket_numbers = itertools.count()
 
@@ -47,7 +47,21 @@ def put(s3: S3Server, bucket: str) -> Callable[..., None]:
 
 @pytest.fixture
 def base_config(s3: S3Server, bucket: str, tmp_path: Path) -> Config:
-    return proxy_config(s3, tmp_path / "cache", bucket=bucket)
+    return Config.build(
+        bucket=bucket,
+        region=REGION,
+        key=KEY_ID,
+        secret=SECRET,
+        endpoint_url=s3.endpoint_url,
+        path_style=True,
+        port=0,
+        threads=1,
+        cache_dir=str(tmp_path / "cache"),
+        log_dir=None,
+        auth_key="test-token",
+        connect_timeout=2,
+        read_timeout=5,
+    )
 
 
 @pytest.fixture

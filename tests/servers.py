@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -180,25 +179,6 @@ def _throttle(result: Any, delay: float, size: int = 64 * 1024) -> Iterator[byte
         for start in range(0, len(chunk), size):
             yield chunk[start : start + size]
             time.sleep(delay)
-
-
-def proxy_config(s3: S3Server, cache_dir: Path, **settings: Any) -> Config:
-    """The tests' settings of s3proxy against ``s3`` (port 0: set one before starting)."""
-    return Config.build(
-        region=REGION,
-        key=KEY_ID,
-        secret=SECRET,
-        endpoint_url=s3.endpoint_url,
-        path_style=True,
-        port=0,
-        threads=1,
-        cache_dir=str(cache_dir),
-        log_dir=None,
-        auth_key="test-token",
-        connect_timeout=2,
-        read_timeout=5,
-        **settings,
-    )
 
 
 class ProxyServer:
