@@ -96,9 +96,11 @@ class Resources:
         if config.group.redis_url is not None:
             from s3proxy.group import Group  # only then: redis-py is not even imported
 
-            # One bus for the instances of a bucket, or of sites files (cache keys are
-            # namespaced by site there).
-            group = Group(config.group, cache, config.origin.bucket or "sites")
+            # One bus for the instances of a bucket, or for every instance with a sites file
+            # (whether or not it also has --bucket, the sites' default: instances differing
+            # there must still be one group; cache keys are namespaced by site).
+            name = "sites" if config.process.sites_file else config.origin.bucket
+            group = Group(config.group, cache, name)
             if registry is not None:  # registrations kept in Redis, the same in every instance
                 from s3proxy.group.sites import SharedSites
 

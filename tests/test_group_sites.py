@@ -125,13 +125,14 @@ def test_every_worker_of_an_instance_serves_a_change(
     redis_server: RedisServer,
     tmp_path: Path,
 ) -> None:
-    """The real command with two workers in the group: a PUT and a DELETE on another
-    instance are served by both its workers (twenty requests over fresh connections)."""
+    """The real command with two workers in the group (and no --bucket, which instance a
+    has): a PUT and a DELETE on another instance are served by both its workers (twenty
+    requests over fresh connections)."""
     (a,) = group(instance, "a")
     sites = str(tmp_path / "conf-a" / "sites.toml")
     cache = str(tmp_path / "cache-two")
-    flags = ("--redis-url", redis_server.url, "--bucket", bucket)  # the group's namespace
-    proxy = ProxyProcess.two_workers(sites, s3, cache, *flags)
+    # No --bucket here, where instance a has one: instances with a sites file are one group.
+    proxy = ProxyProcess.two_workers(sites, s3, cache, "--redis-url", redis_server.url)
     fresh = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))  # reach both
     try:
         stats = proxy.url + "/_proxy/_private/_cache/stats"
@@ -198,7 +199,7 @@ def test_redis_away_refuses_changes_and_redis_back_empty_gets_them_again(
     wait_for(lambda: joined([a, b]), what="both back in the group")
 
     async def stored() -> set[str]:
-        bus = Bus(redis_server.url, None, "s3proxy:" + bucket + ":")
+        bus = Bus(redis_server.url, None, "s3proxy:sites:")
         try:
             return set((await bus.registrations({})).tables)
         finally:
