@@ -99,7 +99,8 @@ class Resources:
             # One bus for the instances of a bucket, or for every instance with a sites file
             # (whether or not it also has --bucket, the sites' default: instances differing
             # there must still be one group; cache keys are namespaced by site).
-            name = "sites" if config.process.sites_file else config.origin.bucket
+            bucket = config.origin.bucket
+            name = bucket if bucket and not config.process.sites_file else "sites"
             group = Group(config.group, cache, name)
             if registry is not None:  # registrations kept in Redis, the same in every instance
                 from s3proxy.group.sites import SharedSites
