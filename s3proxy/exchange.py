@@ -9,6 +9,7 @@ no handler can send a response without the log line knowing. Every answer carrie
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from s3proxy import logging as log
 from s3proxy.access.signed import strip, strip_url
 from s3proxy.outcome import NO_CACHE, Outcome
 from s3proxy.plan import Body, Headers, Plan
-from s3proxy.record import Network, client_ip, forwarded_request_id
+from s3proxy.record import Network, RequestRecord, client_ip, forwarded_request_id
 from s3proxy.responses import send_body, send_empty, send_stream, send_text
 
 _WANTED = frozenset(
@@ -31,6 +32,7 @@ _WANTED = frozenset(
         b"origin",
         b"x-real-ip",
         b"x-forwarded-for",
+        b"access-control-request-method",
         b"access-control-request-headers",
         b"accept-encoding",
         # for the request line only
@@ -46,8 +48,6 @@ _WANTED = frozenset(
 #: What the request line keeps of the path (keys longer than S3's 1,024 bytes get 414).
 PATH_MAX = 1024
 
-_NO_HEADERS: Headers = []
-
 _logger = log.get_logger("s3proxy.site")
 
 
@@ -62,23 +62,6 @@ def pick_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     return picked
 
 
-class Cors:
-    """``ALLOWED_ORIGINS``: an origin is allowed if listed, or if the list holds ``*``."""
-
-    def __init__(self, origins: tuple[str, ...]) -> None:
-        self.enabled = bool(origins)
-        self.any = "*" in origins
-        self.origins = frozenset(o.encode() for o in origins)
-
-    def headers(self, origin: bytes | None) -> Headers:
-        """The CORS headers of a response to a request from ``origin`` (not to be mutated)."""
-        if not self.enabled:
-            return _NO_HEADERS
-        if origin and (self.any or origin.lower() in self.origins):
-            return [(b"access-control-allow-origin", origin), (b"vary", b"Origin")]
-        return [(b"vary", b"Origin")]
-
-
 @dataclass(slots=True, eq=False)
 class Exchange:
     """A request (``scope``, its picked ``headers``) and the account of its answer."""
@@ -88,8 +71,11 @@ class Exchange:
     headers: dict[bytes, bytes]
     method: str
     request_id: bytes = b""
-    #: Headers every answer ends with: ``x-request-id``, then CORS's.
+    #: Headers every answer ends with: ``x-request-id``, then CORS's (:mod:`s3proxy.cors`).
     common: Headers = field(default_factory=list)
+    #: What every answer varies on besides what a representation's own headers name
+    #: (``Origin`` on a site with CORS), else b"".
+    vary: bytes = b""
     now: float = 0.0
     status: int = 200
     sent: int = 0
@@ -156,6 +142,23 @@ class Exchange:
         )
         return ip, path
 
+    def record(self, elapsed: float, ip: str, path: str, site: str) -> RequestRecord:
+        """The metrics record of the request (``ip``, ``path``: as :meth:`log_line` gave)."""
+        return RequestRecord(
+            timestamp=time.time() - elapsed,
+            method=self.method,
+            resource=path,
+            mime_type=self.mime.decode("latin-1"),
+            ip=ip,
+            size=self.sent,
+            duration_us=int(elapsed * 1_000_000),
+            status=self.status,
+            cache=self.cache,
+            compressed=self.compressed,
+            origin_bytes=self.origin_bytes,
+            site=site,
+        )
+
     def note(self, outcome: Outcome) -> None:
         """Account for what the read-through did. Several reads make one request (the key,
         then an SPA index or an error page): a hit keeps the status of an earlier read, any
@@ -164,15 +167,27 @@ class Exchange:
             self.cache = outcome.cache
         self.origin_bytes += outcome.origin_bytes
 
+    def ending(self) -> Headers:
+        """The headers an answer not made from a representation ends with: the common ones,
+        and ``Vary`` (a representation's own headers carry it, merged with theirs)."""
+        if self.vary:
+            return [*self.common, (b"vary", self.vary)]
+        return self.common
+
     async def respond_empty(self, status: int, headers: Headers) -> None:
+        """An answer without a body (a redirect, a 204), ending with :meth:`ending`."""
+        await self._send_empty(status, headers + self.ending())
+
+    async def _send_empty(self, status: int, headers: Headers) -> None:
         self.status = status
         self.started = True
         await send_empty(self.send, status, headers)
 
     async def respond_text(self, status: int, message: str, headers: Headers | None = None) -> None:
-        """Our own short plain-text answer (never S3's XML), with the CORS headers."""
+        """Our own short plain-text answer (never S3's XML), ending with :meth:`ending`."""
         self.status, self.started = status, True
-        self.sent = await send_text(self.send, status, message, [*(headers or ()), *self.common])
+        ending = self.ending()
+        self.sent = await send_text(self.send, status, message, [*(headers or ()), *ending])
 
     async def respond_body(self, status: int, headers: Headers, body: bytes) -> None:
         self.status = status
@@ -197,12 +212,17 @@ class Exchange:
         """Send ``plan`` with the request's common headers (its id, CORS): ``body`` (the part
         the plan chose, in memory or as chunks) unless the plan sends none; ``extra`` headers
         are those only the body's maker knows (a multipart boundary, a variant's length).
-        Returns the sending coroutine rather than being one: the hit path saves a frame."""
-        headers = plan.headers + extra + self.common if extra else plan.headers + self.common
+        Returns the sending coroutine rather than being one: the hit path saves a frame.
+
+        A plan under 400 (200, 206, 304) is made from a representation, whose headers carry
+        the site's ``Vary`` merged with ``Accept-Encoding`` (:func:`s3proxy.responses.describe`);
+        the others (412, an error document) get it here."""
         if plan.body is Body.MESSAGE:
             return self.respond_text(plan.status, plan.message, plan.headers)
+        common = self.common if plan.status < 400 else self.ending()
+        headers = plan.headers + extra + common if extra else plan.headers + common
         if body is None or plan.body is Body.NONE:
-            return self.respond_empty(plan.status, headers)
+            return self._send_empty(plan.status, headers)
         if type(body) is bytes:
             return self.respond_body(plan.status, headers, body)
         assert not isinstance(body, bytes)

@@ -18,11 +18,12 @@ from typing import Any
 
 import click
 
+from s3proxy import cors
+from s3proxy.cors import CorsPolicy
 from s3proxy.website import RoutingRule, parse_rules
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 _UNITS = "bkmgt"
-_ORIGIN = re.compile(r"^https?://[^/\s?#]+$", re.IGNORECASE)
 _CPU_RANGE = re.compile(r"^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$")
 #: Linux's limit on CPU numbers in a cpuset (CONFIG_NR_CPUS is at most 8192; 4096 is ample).
 MAX_CPU = 4095
@@ -116,7 +117,8 @@ class CpuList(click.ParamType[tuple[int, ...]]):
 
 class Origins(click.ParamType[tuple[str, ...]]):
     """CORS origins as the original took them: a JSON array (``["https://a.example"]``, or
-    ``["*"]``). Origins are compared lowercase, without a trailing slash."""
+    ``["*"]``; see :func:`s3proxy.cors.origin`). Origins are compared lowercase, without a
+    trailing slash."""
 
     name = "json-array"
 
@@ -136,10 +138,10 @@ class Origins(click.ParamType[tuple[str, ...]]):
                 )
         if not isinstance(value, Sequence) or not all(isinstance(o, str) for o in value):
             self.fail(f"{json.dumps(value)} is not a JSON array of strings", param, ctx)
-        for origin in value:
-            if origin != "*" and not _ORIGIN.match(origin):
-                self.fail(f'"{origin}" is not an origin like https://host[:port]', param, ctx)
-        return tuple(o.rstrip("/").lower() for o in value)
+        try:
+            return tuple(cors.origin(o) for o in value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class Networks(click.ParamType[tuple[str, ...]]):
@@ -197,6 +199,21 @@ class RoutingRules(click.ParamType[tuple[RoutingRule, ...]]):
             self.fail(str(exc), param, ctx)
 
 
+class Cors(click.ParamType[CorsPolicy]):
+    """``cors``: a site's CORS table, a JSON object or a mapping (:func:`s3proxy.cors.parse`)."""
+
+    name = "json"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> CorsPolicy:
+        try:
+            return cors.parse(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 ORIGINS = Origins()
+CORS = Cors()
 ROUTING_RULES = RoutingRules()
 NETWORKS = Networks()

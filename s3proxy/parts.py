@@ -15,8 +15,10 @@ import re
 import tempfile
 from dataclasses import dataclass
 
+from s3proxy.cors import CorsPolicy
+from s3proxy.cors import check as check_cors
 from s3proxy.keys import normalize_prefix
-from s3proxy.params import CPU_LIST, NETWORKS, ORIGINS, PORT, ROUTING_RULES, SIZE, OneOf
+from s3proxy.params import CORS, CPU_LIST, NETWORKS, ORIGINS, PORT, ROUTING_RULES, SIZE, OneOf
 from s3proxy.settings import check, fail, setting
 from s3proxy.website import RoutingRule, site_url
 
@@ -238,7 +240,13 @@ class SiteConfig:
         help="Answer 400 to requests with a query string (default: ignore it).")
     allowed_origins: tuple[str, ...] = setting(
         (), group=SITE, env="ALLOWED_ORIGINS", type=ORIGINS, shown="none",
-        help="CORS origins, a JSON array: '[\"https://example.com\"]' or '[\"*\"]'.")
+        help="CORS origins, a JSON array: '[\"https://example.com\"]' or '[\"*\"]' (--cors's "
+        "allow_origins).")
+    cors: CorsPolicy = setting(
+        CorsPolicy(), group=SITE, type=CORS, shown="none",
+        help="CORS in full, a JSON object of allow_origins (else --allowed-origins), "
+        "allow_methods, allow_headers, expose_headers, max_age, allow_credentials (README: "
+        "Many sites).")
     redirect_all: str | None = setting(
         None, group=SITE, shown="none",
         help="Redirect every request to this site, e.g. https://www.example.com, keeping path "
@@ -258,6 +266,10 @@ class SiteConfig:
             object.__setattr__(self, "prefix", normalize_prefix(self.prefix))
         except ValueError as exc:
             raise fail(self, "prefix", str(exc)) from None
+        try:
+            check_cors(self.cors, self.allowed_origins)
+        except ValueError as exc:
+            raise fail(self, "cors", str(exc)) from None
         if not self.index_document or "/" in self.index_document:
             raise fail(self, "index_document", f'"{self.index_document}" is not a file name')
         if self.redirect_all is not None:

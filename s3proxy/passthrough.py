@@ -26,7 +26,7 @@ async def send_direct(x: Exchange, fill: Fill, readthrough: ReadThrough) -> None
     try:
         meta = fill.meta
         assert meta is not None
-        rep = arriving(fill.key, meta, fill.expires_at, readthrough.ttl, False, Ranges.ONE)
+        rep = arriving(fill.key, meta, fill.expires_at, readthrough.ttl, False, Ranges.ONE, x.vary)
         x.mime, x.encoding, x.cache = rep.mime, rep.encoding, "pass"
         p = plan(x.method, x.headers, rep, x.now)
         if p.body is not Body.WHOLE and p.body is not Body.RANGES:
@@ -42,7 +42,9 @@ async def send_direct(x: Exchange, fill: Fill, readthrough: ReadThrough) -> None
                 obj = await direct_get(readthrough.origin, fill.key, None, None)
                 now = time.time()
                 expires_at = readthrough.expires_at(obj.meta, now)
-                rep = arriving(fill.key, obj.meta, expires_at, readthrough.ttl, False, Ranges.NONE)
+                rep = arriving(
+                    fill.key, obj.meta, expires_at, readthrough.ttl, False, Ranges.NONE, x.vary
+                )
                 p = plan(x.method, {}, rep, now)
         x.origin_bytes += obj.meta.size
         return await x.render(p, obj.chunks())

@@ -23,6 +23,13 @@ Send = Any  # the ASGI send callable
 #: Set on compressible objects when compression is on (RFC 9110 §12.5.5).
 VARY_ENCODING = (b"vary", b"Accept-Encoding")
 
+
+def vary_encoding(vary: bytes) -> tuple[bytes, bytes]:
+    """The ``Vary`` of a compressible object on a site whose answers also vary on ``vary``
+    (``Origin``; b"" for nothing more): one field, not two (RFC 9110 §12.5.5)."""
+    return (b"vary", b"Accept-Encoding, " + vary) if vary else VARY_ENCODING
+
+
 #: Chunk size when a body is read from disk in a worker thread.
 DISK_CHUNK = 256 * 1024
 #: Bodies up to this size are read from disk on the event loop (a page-cache read of 64 KiB
@@ -46,19 +53,19 @@ def content_type(key: str, meta: ObjectMeta) -> str:
 
 
 def representation(
-    entry: Entry, ttl: int, compress: bool = False, coding: str | None = None
+    entry: Entry, ttl: int, compress: bool = False, coding: str | None = None, vary: bytes = b""
 ) -> Representation:
     """The stored copy ``entry`` as :func:`s3proxy.plan.plan` sees it: the identity body, or
     the ``coding`` variant (its size known only once it is made). Memoised on the entry per
     coding (the hit path builds no headers); rebuilt when a revalidation moved
-    ``expires_at``."""
-    memo: dict[str | None, tuple[float, Representation]] = entry.rendered
+    ``expires_at``, or the site's ``vary`` changed (a reload)."""
+    memo: dict[str | None, tuple[float, bytes, Representation]] = entry.rendered
     cached = memo.get(coding)
-    if cached is not None and cached[0] == entry.expires_at:
-        return cached[1]
+    if cached is not None and cached[0] == entry.expires_at and cached[1] == vary:
+        return cached[2]
     meta = entry.meta
     assert meta is not None
-    headers = describe(entry.key, meta, entry.expires_at, ttl, compress, coding)
+    headers = describe(entry.key, meta, entry.expires_at, ttl, compress, coding, vary)
     rep = Representation(
         headers,
         None if coding else meta.size,
@@ -67,16 +74,22 @@ def representation(
         entry.stored_at,
         Ranges.NONE if coding else Ranges.ANY,
     )
-    memo[coding] = (entry.expires_at, rep)
+    memo[coding] = (entry.expires_at, vary, rep)
     return rep
 
 
 def arriving(
-    key: str, meta: ObjectMeta, expires_at: float, ttl: int, compress: bool, ranges: Ranges
+    key: str,
+    meta: ObjectMeta,
+    expires_at: float,
+    ttl: int,
+    compress: bool,
+    ranges: Ranges,
+    vary: bytes = b"",
 ) -> Representation:
     """A body S3 is sending (no Age: it is as fresh as can be); ``ranges`` says whether a
     range of it can be asked of S3 (a pass-through) or not (a body being stored)."""
-    headers = describe(key, meta, expires_at, ttl, compress)
+    headers = describe(key, meta, expires_at, ttl, compress, None, vary)
     return Representation(headers, meta.size, meta.etag, meta.last_modified, None, ranges)
 
 
@@ -87,10 +100,13 @@ def describe(
     ttl: int,
     compress: bool = False,
     coding: str | None = None,
+    vary: bytes = b"",
 ) -> Headers:
     """Headers describing the object (everything but length, range and per-request ones),
     for the identity body or for the ``coding`` variant; Content-Type first. With
-    ``compress``, compressible objects carry ``Vary: Accept-Encoding`` in every variant."""
+    ``compress``, compressible objects carry ``Vary: Accept-Encoding`` in every variant;
+    ``vary`` is what the site's every answer varies on besides (``Origin``), in the same
+    field."""
     ctype = content_type(key, meta)
     etag = variant_etag(meta.etag, coding) if coding else meta.etag
     headers = [(b"content-type", ctype.encode("latin-1"))]
@@ -110,7 +126,9 @@ def describe(
         if value:
             headers.append((name, value.encode("latin-1")))
     if compress and compressible(ctype, meta.size, meta.content_encoding):
-        headers.append(VARY_ENCODING)
+        headers.append(vary_encoding(vary))
+    elif vary:
+        headers.append((b"vary", vary))
     headers.append((b"accept-ranges", b"bytes"))
     return headers
 

@@ -21,9 +21,10 @@ from s3proxy.access.guard import Guard
 from s3proxy.access.signed import strip
 from s3proxy.cache import Entry
 from s3proxy.config import SiteConfig
+from s3proxy.cors import ALLOW, Cors, options
 from s3proxy.encoding import compress, compressible, negotiate
 from s3proxy.exceptions import BodyGone, CacheError, S3ProxyError, http_status
-from s3proxy.exchange import Cors, Exchange
+from s3proxy.exchange import Exchange
 from s3proxy.fill import Fill
 from s3proxy.folders import Folders
 from s3proxy.keys import (
@@ -36,22 +37,21 @@ from s3proxy.keys import (
 )
 from s3proxy.outcome import Filling, Found, Hit, Missing, Outcome, PassThrough, Revalidated, Stale
 from s3proxy.passthrough import send_direct
-from s3proxy.plan import Body, Headers, Plan, Ranges, Representation, plan
+from s3proxy.plan import Body, Plan, Ranges, Representation, plan
 from s3proxy.readthrough import ReadThrough
-from s3proxy.record import Recorder, RequestRecord, parse_networks
+from s3proxy.record import Recorder, parse_networks
 from s3proxy.responses import (
     INLINE_READ_MAX,
-    VARY_ENCODING,
     arriving,
     body_chunks,
     content_type,
     multipart,
     open_checked,
     representation,
+    vary_encoding,
 )
 from s3proxy.website import Redirect, Website, object_redirect
 
-ALLOW = b"GET, HEAD, OPTIONS"
 #: Paths whose key mapping is remembered; the memo is emptied when full (random paths from
 #: a scanner must not grow memory).
 KEY_MEMO_SIZE = 16_384
@@ -77,7 +77,10 @@ class Site:
         self.trusted = parse_networks(config.trusted_proxies)
         #: Requests by cache outcome (hit, miss, ...) in this worker.
         self.counts: collections.Counter[str] = collections.Counter()
-        self.cors = Cors(config.allowed_origins)
+        self.cors = Cors.of(config.cors, config.allowed_origins)  # None: no CORS
+        #: What every answer varies on besides Accept-Encoding (``Origin`` with CORS).
+        self.vary = self.cors.vary if self.cors is not None else b""
+        self._vary_encoding = vary_encoding(self.vary)
         self.ttl = config.ttl
         self.compress = config.compress
         self.website = Website.of(config.redirect_all, config.routing_rules)
@@ -103,27 +106,17 @@ class Site:
         self.counts[x.cache] += 1
         ip, path = x.log_line(elapsed, self.trusted, self.name)
         if self.recorder is not None:
-            self.recorder.emit(
-                RequestRecord(
-                    timestamp=time.time() - elapsed,
-                    method=x.method,
-                    resource=path,
-                    mime_type=x.mime.decode("latin-1"),
-                    ip=ip,
-                    size=x.sent,
-                    duration_us=int(elapsed * 1_000_000),
-                    status=x.status,
-                    cache=x.cache,
-                    compressed=x.compressed,
-                    origin_bytes=x.origin_bytes,
-                    site=self.name,
-                )
-            )
+            self.recorder.emit(x.record(elapsed, ip, path, self.name))
 
     async def _dispatch(self, x: Exchange) -> None:
-        x.common += self.cors.headers(x.headers.get(b"origin"))
         if x.method == "OPTIONS":
-            return await x.respond_empty(204, self._preflight(x))
+            return await options(x, self.cors)
+        cors = self.cors
+        if cors is not None:  # one dict lookup: the answer to this Origin, made once
+            origin = x.headers.get(b"origin")
+            found = cors.answers.get(origin)
+            x.common += found if found is not None else cors.learn(origin)
+            x.vary = cors.vary
         if x.method not in ("GET", "HEAD"):
             return await x.respond_text(405, "Method Not Allowed", [(b"allow", ALLOW)])
         guard, query, raw_path = self.guard, x.scope["query_string"], x.scope["raw_path"]
@@ -151,16 +144,6 @@ class Site:
             if rule is not None and not await guard.admit(x, key, rule):
                 return None
         return await self._serve(x, key)
-
-    def _preflight(self, x: Exchange) -> Headers:
-        requested = x.headers.get(b"access-control-request-headers", b"*, authorization")
-        return [
-            (b"access-control-allow-methods", ALLOW),
-            (b"access-control-allow-headers", requested),
-            (b"access-control-max-age", b"86400"),
-            (b"content-length", b"0"),
-            *x.common,
-        ]
 
     async def _serve(self, x: Exchange, key: Key, retried: bool = False) -> None:
         """Answer ``key``; the one place where our errors become responses (by the table in
@@ -230,9 +213,7 @@ class Site:
         return self.guard is None or self.guard.may_read(x, key)
 
     async def _redirect(self, x: Exchange, location: bytes, status: int = 301) -> None:
-        return await x.respond_empty(
-            status, [(b"location", location), (b"content-length", b"0"), *x.common]
-        )
+        return await x.respond_empty(status, [(b"location", location), (b"content-length", b"0")])
 
     async def _read(self, key: str, x: Exchange | None) -> Outcome:
         """What the read-through answers for ``key`` (raises the origin's errors), noted in
@@ -303,18 +284,20 @@ class Site:
         """A body still arriving from S3, streamed as it comes (whole, identity)."""
         meta = fill.meta
         assert meta is not None
-        rep = arriving(fill.key, meta, fill.expires_at, self.ttl, self.compress, Ranges.NONE)
+        rep = arriving(
+            fill.key, meta, fill.expires_at, self.ttl, self.compress, Ranges.NONE, self.vary
+        )
         x.mime, x.encoding = rep.mime, rep.encoding
         p = plan(x.method, x.headers, rep, x.now)
         return await x.render(p, fill.body() if p.body is Body.WHOLE else None)
 
     async def _send_entry(self, x: Exchange, entry: Entry) -> None:
         """A stored copy: a compressed variant, or the plan's part of the identity body."""
-        rep = representation(entry, self.ttl, self.compress)
+        rep = representation(entry, self.ttl, self.compress, None, self.vary)
         x.mime, x.encoding = rep.mime, rep.encoding
         headers = x.headers
         accept = headers.get(b"accept-encoding")
-        if accept is not None and b"range" not in headers and VARY_ENCODING in rep.headers:
+        if accept is not None and b"range" not in headers and self._vary_encoding in rep.headers:
             coding = self._negotiate(accept)
             if coding is not None:
                 return await self._send_variant(x, entry, coding, rep)
@@ -357,7 +340,7 @@ class Site:
         """The compressed variant: its own ETag for preconditions, made once and cached. The
         client may hold the identity body of the same version (its first answer may have
         been that): still valid, so a 304 (``also_valid``)."""
-        rep = representation(entry, self.ttl, True, coding)
+        rep = representation(entry, self.ttl, True, coding, self.vary)
         x.encoding = rep.encoding
         p = plan(x.method, x.headers, rep, x.now, also_valid=identity)
         if p.status != 200:

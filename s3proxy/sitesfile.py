@@ -191,6 +191,9 @@ def site(
     hosts = _hosts(table.get("hosts", []), where)
     if not hosts and not default:
         raise SitesFileError(f"{where}: hosts: none, and not the default site: unreachable")
+    cors = table.get("cors")
+    if "allowed_origins" in table and isinstance(cors, Mapping) and "allow_origins" in cors:
+        raise SitesFileError(f"{where}: cors: allow_origins: allowed_origins says it too: keep one")
     values = {key: value for key, value in table.items() if key in SETTING_KEYS}
     try:
         settings = SiteConfig(**{**asdict(base.site), **values})

@@ -165,5 +165,5 @@ class Guard:
                 obj.close()
         url = await origin.client.presign_get(origin.bucket, key, PRESIGN_SECONDS)
         headers = [(b"location", url.encode("latin-1")), (b"cache-control", b"no-store")]
-        await x.respond_empty(307, [*headers, (b"content-length", b"0"), *x.common])
+        await x.respond_empty(307, [*headers, (b"content-length", b"0")])
         return True
