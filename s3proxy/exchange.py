@@ -228,6 +228,12 @@ class Exchange:
         assert not isinstance(body, bytes)
         return self.respond_stream(plan.status, headers, body)
 
+    async def crashed(self, exc: Exception) -> None:
+        """An unexpected exception before the response started: log it (its traceback at
+        debug), answer 500 with the common headers (the server's own 500 has none)."""
+        _logger.error("request_crashed", request_id=self.request_id.decode(), exc_info=exc)
+        await self.respond_text(500, "Internal Server Error")
+
     async def fail(self, status: int, message: str, exc: Exception | None, key: str) -> None:
         """S3 or the cache failed before the response started: log why, answer ``status``."""
         _logger.warning("request_failed", key=key, status=status, error=str(exc))

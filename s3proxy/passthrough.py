@@ -45,6 +45,7 @@ async def send_direct(x: Exchange, fill: Fill, readthrough: ReadThrough) -> None
                 rep = arriving(
                     fill.key, obj.meta, expires_at, readthrough.ttl, False, Ranges.NONE, x.vary
                 )
+                x.mime, x.encoding = rep.mime, rep.encoding
                 p = plan(x.method, {}, rep, now)
         x.origin_bytes += obj.meta.size
         return await x.render(p, obj.chunks())

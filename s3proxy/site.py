@@ -94,6 +94,10 @@ class Site:
         x = Exchange.begin(scope, send, self.trusted)
         try:
             await self._dispatch(x)
+        except Exception as exc:
+            if x.started:
+                raise  # the body broke off: the server aborts the connection
+            await x.crashed(exc)  # a bug: our 500, with the request's id and CORS headers
         except BaseException:
             if not x.started:
                 x.status = 500  # what the server answers for us
@@ -268,6 +272,9 @@ class Site:
             (b"content-length", str(meta.size).encode()),
             (b"cache-control", b"no-cache"),
         ]
+        if meta.content_encoding:  # the bytes sent are the page's as stored (a .gz page)
+            x.encoding = meta.content_encoding.encode("latin-1")
+            headers.append((b"content-encoding", x.encoding))
         if x.method == "HEAD":
             return await x.render(Plan(status, headers, Body.NONE))
         whole = Plan(status, headers, Body.WHOLE)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import httpx
 import pytest
 
 from s3proxy.app import configure_logging
-from tests.servers import ProxyServer
+from tests.servers import Fault, ProxyServer, S3Server
 from tests.test_logging import clean_logging  # noqa: F401 (autouse: unconfigures logging)
 
 Put = Callable[..., None]
@@ -157,6 +159,60 @@ def test_every_answer_carries_a_new_id(logged: Callable[..., Logged], put: Put) 
     lines = server.json_lines()
     assert [line["request_id"] for line in lines] == ids
     assert [line["status"] for line in lines] == [r.status_code for r in answers]
+
+
+def test_a_crash_answers_500_with_the_request_id(
+    logged: Callable[..., Logged], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception before the answer started is our 500 with the request's id
+    (and the site's CORS headers), in its line and in an event naming the exception."""
+    from s3proxy.site import Site
+
+    async def broken(*_: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Site, "_answer", broken)
+    server = logged(allowed_origins=("https://a.example",))
+    r = server.get("/index.html", origin="https://a.example")
+    assert r.status_code == 500 and r.text == "Internal Server Error\n"
+    assert r.headers["access-control-allow-origin"] == "https://a.example"
+    assert GENERATED.fullmatch(r.headers["x-request-id"])
+    lines = [json.loads(line) for line in server.stop()]
+    (line,) = [line for line in lines if line["event"] == "request"]
+    assert (line["status"], line["request_id"]) == (500, r.headers["x-request-id"])
+    (crash,) = [line for line in lines if line["event"] == "request_crashed"]
+    assert crash["request_id"] == r.headers["x-request-id"]
+    assert crash["exc"] == "RuntimeError: a bug"
+
+
+def test_an_object_replaced_mid_request_is_logged_as_sent(
+    logged: Callable[..., Logged], s3: S3Server, bucket: str, put: Put
+) -> None:
+    """A range of an object too large to store, replaced between the proxy's two GETs, is
+    answered whole from the new version: the line's encoding is the new version's."""
+    key = "big.txt"
+    put(key, b"a" * 4096, ContentType="text/plain")
+    server = logged(cache_max_object_size=1024)
+    # The second GetObject (the range, If-Match the first's ETag) waits in front of S3 while
+    # the object is replaced.
+    s3.faults += [Fault(key), Fault(key, delay=1.0)]
+    result: list[httpx.Response] = []
+    download = threading.Thread(
+        target=lambda: result.append(server.get(f"/{key}", range="bytes=0-9"))
+    )
+    download.start()
+    deadline = time.monotonic() + 10
+    while download.is_alive() and s3.gets(bucket, key) < 2:
+        assert time.monotonic() < deadline, s3.requests
+        time.sleep(0.01)
+    new = gzip.compress(b"b" * 4096)
+    put(key, new, ContentType="text/plain", ContentEncoding="gzip")
+    download.join(timeout=15)
+    (r,) = result
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+    assert r.content == b"b" * 4096
+    (line,) = server.json_lines()
+    assert line["encoding"] == "gzip"
 
 
 def test_management_requests_have_one_line_each_without_the_token(

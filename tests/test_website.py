@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 from collections.abc import Callable
 
@@ -92,6 +93,22 @@ def test_error_document_is_served_with_404(
     assert response.headers["content-type"] == "text/html"
     assert "etag" not in response.headers
     assert httpx.head(f"{proxy.url}/nothing").status_code == 404
+
+
+def test_error_document_keeps_its_content_encoding(
+    put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
+) -> None:
+    """An error page stored compressed (Content-Encoding: gzip) is sent as stored, with its
+    Content-Encoding, so a client can read it; on the miss and on the hit."""
+    put(
+        "404.html", gzip.compress(b"<h1>gone</h1>"), ContentType="text/html", ContentEncoding="gzip"
+    )
+    proxy = start_proxy(error_document="404.html")
+    for _ in range(2):
+        response = httpx.get(f"{proxy.url}/nothing/here.html")
+        assert response.status_code == 404
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.content == b"<h1>gone</h1>"
 
 
 def test_missing_error_document_falls_back_to_plain_404(
