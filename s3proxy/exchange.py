@@ -48,6 +48,8 @@ _WANTED = frozenset(
 #: What the request line keeps of the path (keys longer than S3's 1,024 bytes get 414).
 PATH_MAX = 1024
 
+_NO_HEADERS: Headers = []
+
 _logger = log.get_logger("s3proxy.site")
 
 
@@ -217,10 +219,11 @@ class Exchange:
         A plan under 400 (200, 206, 304) is made from a representation, whose headers carry
         the site's ``Vary`` merged with ``Accept-Encoding`` (:func:`s3proxy.responses.describe`);
         the others (412, an error document) get it here."""
+        headers = plan.headers + extra + self.common if extra else plan.headers + self.common
         if plan.body is Body.MESSAGE:
             return self.respond_text(plan.status, plan.message, plan.headers)
-        common = self.common if plan.status < 400 else self.ending()
-        headers = plan.headers + extra + common if extra else plan.headers + common
+        if plan.status >= 400 and self.vary:  # 412, an error document (see above)
+            headers.append((b"vary", self.vary))
         if body is None or plan.body is Body.NONE:
             return self._send_empty(plan.status, headers)
         if type(body) is bytes:
