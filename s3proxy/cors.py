@@ -44,7 +44,7 @@ MAX_AGE = 86400
 #: Origins a site remembers its answer for; emptied when full (random Origins from a scanner
 #: must not grow memory).
 MEMO_SIZE = 1024
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"  # as the sites file's hosts
 _ORIGIN = re.compile(
     rf"^https?://(?:(?:\*\.)?{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::[0-9]{{1,5}})?$"
 )

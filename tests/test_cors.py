@@ -85,11 +85,12 @@ def test_policy_normalised_and_kept_through_the_workers_json() -> None:
         pytest.param("https://a.b.apps.example", False, id="wildcard-one-label"),
         pytest.param("https://a.apps.example:8443", False, id="wildcard-port"),
         pytest.param("null", False, id="null"),
+        pytest.param("https://my_host.internal", True, id="underscore"),
     ],
 )
 def test_origin_matching(origin: str, allowed: bool) -> None:
     """Exact origins in any case, and one-label wildcards with the same scheme and port."""
-    cors = Cors(parse({}), (APP, "https://*.apps.example"))
+    cors = Cors(parse({}), (APP, "https://*.apps.example", "https://my_host.internal"))
     assert cors.allows(origin.encode()) is allowed
     assert bool(cors.simple(origin.encode())) is allowed
 
