@@ -17,6 +17,7 @@ import shutil
 import threading
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,19 +114,59 @@ class Warnings:
         return fields
 
 
+@dataclass
+class Disk:
+    """One test's stage: objects put in S3, the proxy started on them, the cache's file system
+    (which :meth:`fill` replaces by a :class:`FullDisk` from then on) and the warnings
+    ``s3proxy.readthrough`` logs."""
+
+    s3: S3Server
+    bucket: str
+    put: Callable[..., None]
+    start_proxy: StartProxy
+    warnings: Warnings
+    monkeypatch: pytest.MonkeyPatch
+    proxy: ProxyServer | None = None
+
+    def video(self) -> bytes:
+        """Puts ``video.bin``, SIZE random bytes, and returns them."""
+        body = os.urandom(SIZE)
+        self.put("video.bin", body)
+        return body
+
+    def start(self, **options: Any) -> ProxyServer:
+        self.proxy = self.start_proxy(**options)
+        return self.proxy
+
+    def fill(self, room: int | None, **kwargs: Any) -> FullDisk:
+        """From now on the cache writes its files through a :class:`FullDisk` (its
+        arguments)."""
+        full = FullDisk(room, **kwargs)
+        self.monkeypatch.setattr(files, "os", full)
+        return full
+
+    def files(self) -> list[str]:
+        """The names of the cache's body files."""
+        assert self.proxy is not None
+        objects = Path(self.proxy.config.cache.cache_dir) / "objects"
+        return sorted(p.name for p in objects.iterdir())
+
+    def gets(self, key: str) -> list[dict[str, str]]:
+        """The headers of each GetObject S3 had for ``key``."""
+        return [h for m, p, h in self.s3.requests if m == "GET" and p == f"/{self.bucket}/{key}"]
+
+
 @pytest.fixture
-def warnings(monkeypatch: pytest.MonkeyPatch) -> Warnings:
-    recorder = Warnings()
-    monkeypatch.setattr(readthrough, "_logger", recorder)
-    return recorder
-
-
-def _files(proxy: ProxyServer) -> list[str]:
-    return sorted(p.name for p in (Path(proxy.config.cache.cache_dir) / "objects").iterdir())
-
-
-def _gets(s3: S3Server, bucket: str, key: str) -> list[dict[str, str]]:
-    return [h for m, p, h in s3.requests if m == "GET" and p == f"/{bucket}/{key}"]
+def disk(
+    s3: S3Server,
+    bucket: str,
+    put: Callable[..., None],
+    start_proxy: StartProxy,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Disk:
+    warnings = Warnings()
+    monkeypatch.setattr(readthrough, "_logger", warnings)
+    return Disk(s3, bucket, put, start_proxy, warnings, monkeypatch)
 
 
 async def _get_many(url: str, n: int) -> list[httpx.Response]:
@@ -133,42 +174,25 @@ async def _get_many(url: str, n: int) -> list[httpx.Response]:
         return await asyncio.gather(*(client.get(url) for _ in range(n)))
 
 
-@pytest.fixture
-def full_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FullDisk]:
-    def fill_up(room: int | None, **kwargs: Any) -> FullDisk:
-        disk = FullDisk(room, **kwargs)
-        monkeypatch.setattr(files, "os", disk)
-        return disk
-
-    return fill_up
-
-
-def test_a_cache_that_cannot_create_files_passes_through(
-    s3: S3Server,
-    bucket: str,
-    put: Callable[..., None],
-    start_proxy: StartProxy,
-    full_disk: Callable[..., FullDisk],
-    warnings: Warnings,
-) -> None:
+def test_a_cache_that_cannot_create_files_passes_through(disk: Disk) -> None:
     """With no room for a cache file, misses are 200s (206, 404 pages...) streamed from S3,
     asked again each time, nothing is stored, hits are still served, and one warning with
     the OS's reason is logged, not one per request."""
     body = os.urandom(SIZE)
     page = b"<p>" + b"x" * 4000 + b"</p>"  # compressible: a client asks for gzip
-    put("hot.bin", b"cached before")
-    put("big.bin", body)
-    put("page.html", page, ContentType="text/html")
-    put("404.html", b"<p>not here</p>", ContentType="text/html")
-    proxy = start_proxy(error_document="404.html")
+    disk.put("hot.bin", b"cached before")
+    disk.put("big.bin", body)
+    disk.put("page.html", page, ContentType="text/html")
+    disk.put("404.html", b"<p>not here</p>", ContentType="text/html")
+    proxy = disk.start(error_document="404.html")
     with httpx.Client(base_url=proxy.url, timeout=10) as http:
         assert http.get("/hot.bin").content == b"cached before"
-        cached = _files(proxy)
-        disk = full_disk(None)
+        cached = disk.files()
+        full = disk.fill(None)
         for _ in range(2):
             r = http.get("/big.bin")
             assert r.status_code == 200 and r.content == body
-        assert len(_gets(s3, bucket, "big.bin")) == 2
+        assert len(disk.gets("big.bin")) == 2
         ranged = http.get("/big.bin", headers={"range": "bytes=100-199"})
         assert ranged.status_code == 206 and ranged.content == body[100:200]
         html = http.get("/page.html", headers={"accept-encoding": "gzip"})
@@ -176,137 +200,99 @@ def test_a_cache_that_cannot_create_files_passes_through(
         missing = http.get("/nope.html")
         assert missing.status_code == 404 and missing.content == b"<p>not here</p>"
         assert http.get("/hot.bin").content == b"cached before"
-    assert len(_gets(s3, bucket, "hot.bin")) == 1
-    assert _files(proxy) == cached and disk.created == 0
+    assert len(disk.gets("hot.bin")) == 1
+    assert disk.files() == cached and full.created == 0
     assert proxy.app.resources.cache.get("big.bin") is None
-    assert warnings.once()["error"] == "cannot create a cache file: No space left on device"
+    assert disk.warnings.once()["error"] == "cannot create a cache file: No space left on device"
 
 
-def test_a_disk_that_fills_mid_body_still_serves_every_byte(
-    s3: S3Server,
-    bucket: str,
-    put: Callable[..., None],
-    start_proxy: StartProxy,
-    full_disk: Callable[..., FullDisk],
-    warnings: Warnings,
-) -> None:
+def test_a_disk_that_fills_mid_body_still_serves_every_byte(disk: Disk) -> None:
     """When a write fails part way, every client waiting on the fill still gets the whole,
     correct body (what the file held, then the rest asked of S3 with a Range and If-Match),
     the partial file is removed and nothing is recorded; the next request passes through
     without trying the cache while the disk has no room, and the first miss after space is
     freed caches again (no fixed wait)."""
-    body = os.urandom(SIZE)
-    put("video.bin", body)
-    proxy = start_proxy()
-    etag = s3.client().head_object(Bucket=bucket, Key="video.bin")["ETag"]
-    disk = full_disk(300_000)
+    body = disk.video()
+    proxy = disk.start()
+    etag = disk.s3.client().head_object(Bucket=disk.bucket, Key="video.bin")["ETag"]
+    full = disk.fill(300_000)
     # Slow enough that all four clients join the fill and read its file before it fails.
-    s3.faults.append(Fault("/video.bin", delay=0.3, chunk_delay=0.02))
+    disk.s3.faults.append(Fault("/video.bin", delay=0.3, chunk_delay=0.02))
     responses = asyncio.run(_get_many(f"{proxy.url}/video.bin", 4))
     assert [r.status_code for r in responses] == [200] * 4
     assert all(r.content == body for r in responses)
-    first, *rest = _gets(s3, bucket, "video.bin")
+    first, *rest = disk.gets("video.bin")
     assert "range" not in first and 1 <= len(rest) <= 4
     for resumed in rest:  # the file's bytes, then the rest of the same version from S3
         offset = int(resumed.get("range", "bytes=0-").removeprefix("bytes=").rstrip("-"))
         assert offset <= 300_000 and resumed["if-match"] == etag
-    assert disk.created == 1 and _files(proxy) == []
+    assert full.created == 1 and disk.files() == []
     assert proxy.app.resources.cache.get("video.bin") is None
-    assert warnings.once()["error"] == "cannot write a cache file: No space left on device"
+    assert disk.warnings.once()["error"] == "cannot write a cache file: No space left on device"
 
-    gets = len(_gets(s3, bucket, "video.bin"))
+    gets = len(disk.gets("video.bin"))
     r = httpx.get(f"{proxy.url}/video.bin", timeout=10)
     assert r.status_code == 200 and r.content == body
-    assert len(_gets(s3, bucket, "video.bin")) == gets + 1 and disk.created == 1
+    assert len(disk.gets("video.bin")) == gets + 1 and full.created == 1
 
-    disk.room = 10 * SIZE  # space was freed
+    full.room = 10 * SIZE  # space was freed
     assert httpx.get(f"{proxy.url}/video.bin", timeout=10).content == body
-    assert _files(proxy) == [object_hash(bucket, "video.bin")]
+    assert disk.files() == [object_hash(disk.bucket, "video.bin")]
     assert httpx.get(f"{proxy.url}/video.bin", timeout=10).content == body
-    assert len(_gets(s3, bucket, "video.bin")) == gets + 2
+    assert len(disk.gets("video.bin")) == gets + 2
 
 
-def test_a_range_on_a_cold_key_survives_a_disk_that_fills(
-    s3: S3Server,
-    bucket: str,
-    put: Callable[..., None],
-    start_proxy: StartProxy,
-    full_disk: Callable[..., FullDisk],
-    warnings: Warnings,
-) -> None:
+def test_a_range_on_a_cold_key_survives_a_disk_that_fills(disk: Disk) -> None:
     """A Range waits for the body to be stored; when the disk fills first, the range is asked
     of S3 instead (a 206, not a 502)."""
-    body = os.urandom(SIZE)
-    put("video.bin", body)
-    proxy = start_proxy()
-    full_disk(300_000)
+    body = disk.video()
+    proxy = disk.start()
+    disk.fill(300_000)
     r = httpx.get(f"{proxy.url}/video.bin", headers={"range": "bytes=1500000-1500099"})
     assert r.status_code == 206 and r.content == body[1_500_000:1_500_100]
     assert r.headers["content-range"] == f"bytes 1500000-1500099/{SIZE}"
-    assert _files(proxy) == []
+    assert disk.files() == []
 
 
-def test_a_commit_that_fails_keeps_nothing_and_serves_the_body(
-    s3: S3Server,
-    bucket: str,
-    put: Callable[..., None],
-    start_proxy: StartProxy,
-    full_disk: Callable[..., FullDisk],
-    warnings: Warnings,
-) -> None:
+def test_a_commit_that_fails_keeps_nothing_and_serves_the_body(disk: Disk) -> None:
     """A body written whole whose rename into place fails is served complete from its file
     (no second S3 GET), and neither the file nor an index record is left."""
-    body = os.urandom(SIZE)
-    put("video.bin", body)
-    proxy = start_proxy()
-    full_disk(10 * SIZE, rename=False)
+    body = disk.video()
+    proxy = disk.start()
+    disk.fill(10 * SIZE, rename=False)
     r = httpx.get(f"{proxy.url}/video.bin", timeout=10)
     assert r.status_code == 200 and r.content == body
-    assert len(_gets(s3, bucket, "video.bin")) == 1
-    assert _files(proxy) == [] and proxy.app.resources.cache.get("video.bin") is None
-    assert warnings.once()["error"] == "cannot store 'video.bin': No space left on device"
+    assert len(disk.gets("video.bin")) == 1
+    assert disk.files() == [] and proxy.app.resources.cache.get("video.bin") is None
+    assert disk.warnings.once()["error"] == "cannot store 'video.bin': No space left on device"
 
 
-def test_a_file_too_large_for_the_file_system_passes_that_object_through(
-    s3: S3Server,
-    bucket: str,
-    put: Callable[..., None],
-    start_proxy: StartProxy,
-    full_disk: Callable[..., FullDisk],
-    warnings: Warnings,
-) -> None:
+def test_a_file_too_large_for_the_file_system_passes_that_object_through(disk: Disk) -> None:
     """EFBIG is about one object, not the disk: the object is served whole, later requests
     for it (and for anything as large) stream from S3 without trying the cache again, and
     smaller objects are still cached meanwhile."""
     body, small = os.urandom(SIZE), os.urandom(100_000)
-    put("big.bin", body)
-    put("small.bin", small)
-    proxy = start_proxy()
-    disk = full_disk(10 * SIZE, file_limit=500_000)
+    disk.put("big.bin", body)
+    disk.put("small.bin", small)
+    proxy = disk.start()
+    full = disk.fill(10 * SIZE, file_limit=500_000)
     with httpx.Client(base_url=proxy.url, timeout=10) as http:
         for _ in range(2):
             r = http.get("/big.bin")
             assert r.status_code == 200 and r.content == body
-        assert disk.created == 1  # the second request did not try the cache
+        assert full.created == 1  # the second request did not try the cache
         for _ in range(2):
             assert http.get("/small.bin").content == small
-    assert len(_gets(s3, bucket, "small.bin")) == 1
-    assert _files(proxy) == [object_hash(bucket, "small.bin")]
-    assert warnings.once()["error"] == "cannot write a cache file: File too large"
+    assert len(disk.gets("small.bin")) == 1
+    assert disk.files() == [object_hash(disk.bucket, "small.bin")]
+    assert disk.warnings.once()["error"] == "cannot write a cache file: File too large"
 
 
-def test_caching_resumes_on_the_first_miss_after_the_directory_is_back(
-    s3: S3Server,
-    bucket: str,
-    put: Callable[..., None],
-    start_proxy: StartProxy,
-    warnings: Warnings,
-) -> None:
+def test_caching_resumes_on_the_first_miss_after_the_directory_is_back(disk: Disk) -> None:
     """With the cache's directory removed (a cron job, an operator), misses stream from S3;
     the first miss after it is recreated is cached again, with no fixed wait."""
-    body = os.urandom(SIZE)
-    put("video.bin", body)
-    proxy = start_proxy()
+    body = disk.video()
+    proxy = disk.start()
     objects = Path(proxy.config.cache.cache_dir) / "objects"
     shutil.rmtree(objects)
     with httpx.Client(base_url=proxy.url, timeout=10) as http:
@@ -316,10 +302,10 @@ def test_caching_resumes_on_the_first_miss_after_the_directory_is_back(
         assert not objects.exists()  # not tried again while it is gone
         objects.mkdir()
         assert http.get("/video.bin").content == body
-        assert _files(proxy) == [object_hash(bucket, "video.bin")]
+        assert disk.files() == [object_hash(disk.bucket, "video.bin")]
         assert http.get("/video.bin").content == body
-    assert len(_gets(s3, bucket, "video.bin")) == 3
-    warnings.once()
+    assert len(disk.gets("video.bin")) == 3
+    disk.warnings.once()
 
 
 class Directory:
