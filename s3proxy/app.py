@@ -17,6 +17,7 @@ from s3proxy import logging as log
 from s3proxy.cache import Cache
 from s3proxy.cache.budget import TOUCH_INTERVAL
 from s3proxy.config import Config
+from s3proxy.fastpath import FastPath
 from s3proxy.management import management_app
 from s3proxy.resources import Resources
 
@@ -37,6 +38,8 @@ class App:
         self._site: Handler = _not_started
         self._management: Handler = _not_started
         self._stack = contextlib.AsyncExitStack()
+        #: Answers fresh hits in the protocol (``--fast-path``), from startup to shutdown.
+        self.fastpath: FastPath | None = None
 
     @property
     def resources(self) -> Resources:
@@ -81,6 +84,9 @@ class App:
         # One site and no sites file: straight to it, no routing on the hit path.
         self._site = resources.hosting if self.config.process.sites_file else resources.site
         self._management = management_app(resources)
+        if self.config.process.fast_path:
+            hosting = resources.hosting if self.config.process.sites_file else None
+            self.fastpath = FastPath(None if hosting else resources.site, hosting)
         _logger.info(
             "worker_started",
             pid=os.getpid(),
@@ -92,6 +98,8 @@ class App:
 
     async def shutdown(self) -> None:
         self._site = self._management = _not_started
+        if self.fastpath is not None:
+            self.fastpath.close()
         await self._stack.aclose()
         log.flush()
 

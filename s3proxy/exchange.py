@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from s3proxy import logging as log
 from s3proxy.access.signed import strip, strip_url
@@ -21,6 +21,12 @@ from s3proxy.plan import Body, Headers, Plan
 from s3proxy.record import Network, RequestRecord, client_ip, forwarded_request_id
 from s3proxy.responses import send_body, send_empty, send_stream, send_text
 
+if TYPE_CHECKING:
+    from s3proxy.fastpath import Capture
+
+# Every request field the site reads comes through here: the fast path keys the answers it
+# keeps on these (all but those s3proxy.fastpath._UNKEYED names), so a field read otherwise
+# would be one its answers ignore.
 _WANTED = frozenset(
     {
         b"if-match",
@@ -43,12 +49,19 @@ _WANTED = frozenset(
         # access rules (s3proxy.access): the credentials a check reads
         b"authorization",
         b"cookie",
+        # a body, or a request that waits: not for the fast path (s3proxy.fastpath)
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+        b"upgrade",
     }
 )
 #: What the request line keeps of the path (keys longer than S3's 1,024 bytes get 414).
 PATH_MAX = 1024
 
 _NO_HEADERS: Headers = []
+#: The scope key of a request's fast-path capture (:class:`s3proxy.fastpath.Capture`).
+CAPTURE = "s3proxy.capture"
 
 _logger = log.get_logger("s3proxy.site")
 
@@ -91,12 +104,22 @@ class Exchange:
     presign_over: int | None = None
     #: The response has started: a failure now can only abort the connection.
     started: bool = False
+    #: What the fast path learns from this request, if it may answer its like next time.
+    capture: Capture | None = None
 
     @classmethod
-    def begin(cls, scope: Mapping[str, Any], send: Any, trusted: tuple[Network, ...]) -> Exchange:
+    def begin(
+        cls,
+        scope: Mapping[str, Any],
+        send: Any,
+        trusted: tuple[Network, ...],
+        headers: dict[bytes, bytes] | None = None,
+    ) -> Exchange:
         """The exchange of a new request, with its request id: the ``X-Request-Id`` of a
-        trusted proxy (:func:`s3proxy.record.forwarded_request_id`), else a new one."""
-        headers = pick_headers(scope["headers"])
+        trusted proxy (:func:`s3proxy.record.forwarded_request_id`), else a new one.
+        ``headers``: the scope's, picked already (the fast path picks them first)."""
+        if headers is None:
+            headers = pick_headers(scope["headers"])
         x = cls(scope, send, headers, scope["method"])
         forwarded = headers.get(b"x-request-id")
         if forwarded is not None:
@@ -104,6 +127,7 @@ class Exchange:
             forwarded = forwarded_request_id(forwarded, client[0] if client else None, trusted)
         x.request_id = forwarded or log.request_id()
         x.common = [(b"x-request-id", x.request_id)]
+        x.capture = scope.get(CAPTURE)
         return x
 
     def log_line(
@@ -168,6 +192,8 @@ class Exchange:
         if outcome.cache != "hit" or self.cache == NO_CACHE:
             self.cache = outcome.cache
         self.origin_bytes += outcome.origin_bytes
+        if self.capture is not None:
+            self.capture.noted(outcome)
 
     def ending(self) -> Headers:
         """The headers an answer not made from a representation ends with: the common ones,
@@ -220,6 +246,8 @@ class Exchange:
         the site's ``Vary`` merged with ``Accept-Encoding`` (:func:`s3proxy.responses.describe`);
         the others (412, an error document) get it here."""
         headers = plan.headers + extra + self.common if extra else plan.headers + self.common
+        if self.capture is not None:
+            self.capture.rendered(plan, self)
         if plan.body is Body.MESSAGE:
             return self.respond_text(plan.status, plan.message, plan.headers)
         if plan.status >= 400 and self.vary:  # 412, an error document (see above)

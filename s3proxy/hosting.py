@@ -181,16 +181,23 @@ class Hosting:
                 await hosted.site.readthrough.close()
             await _close_all(served.clients.values())
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        served = self.served
+    def route(self, headers: list[tuple[bytes, bytes]], client: Any) -> Hosted | None:
+        """The site of a request with ``headers`` from ``client`` (the scope's), by ``Host``;
+        ``None``: no site claims it and none is the default. The fast path routes with it too."""
         host = None
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"host":  # HTTP/1.1 clients send it first (RFC 9112 §3.2)
                 host = value
                 break
-        if self.trusted and self._forwarded_trusted(scope):
-            host = _forwarded_host(scope["headers"], host)
-        hosted = served.router.route(host)
+        # X-Forwarded-Host is believed only from a --trusted-proxies peer: anyone else could
+        # choose another site's objects with it.
+        if self.trusted and is_trusted(client[0] if client else None, self.trusted):
+            host = _forwarded_host(headers, host)
+        return self.served.router.route(host)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        served = self.served
+        hosted = self.route(scope["headers"], scope.get("client"))
         if hosted is None:
             return await self._no_site(scope, send)
         if hosted.rules:
@@ -202,12 +209,6 @@ class Hosting:
             await hosted.site(scope, receive, send)
         finally:
             served.active -= 1
-
-    def _forwarded_trusted(self, scope: dict[str, Any]) -> bool:
-        """X-Forwarded-Host is believed only from a ``--trusted-proxies`` peer: anyone else
-        could choose another site's objects with it."""
-        client = scope.get("client")
-        return is_trusted(client[0] if client else None, self.trusted)
 
     async def _no_site(self, scope: dict[str, Any], send: Any) -> None:
         """404 for a Host no site claims, when no site is the default; with its request line

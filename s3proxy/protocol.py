@@ -27,8 +27,9 @@ status  when
 ======  ==============================================================================
 
 Each refusal is logged as one request line (method and path if the request line got that
-far; no header value). This module and :mod:`s3proxy.server` are the only ones that import
-uvicorn.
+far; no header value). A fresh cache hit is answered here too, before any ASGI scope exists
+(:mod:`s3proxy.fastpath`, ``--fast-path``). This module, :mod:`s3proxy.fastpath` and
+:mod:`s3proxy.server` are the only ones that import uvicorn.
 """
 
 from __future__ import annotations
@@ -36,18 +37,19 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-import resource
 from collections.abc import Iterable
+from types import SimpleNamespace
 from typing import ClassVar
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from s3proxy import fastpath, refusals
 from s3proxy import logging as log
-from s3proxy.exceptions import ConfigError
+from s3proxy.refusals import Refusal, unknown_method
 
 __all__ = ["HEADER_TIMEOUT", "MAX_CONNECTIONS", "MAX_FIELDS", "MAX_HEADER_SIZE"]
-__all__ += ["StrictProtocol", "configure"]
+__all__ += ["StrictProtocol"]
 
 #: Bytes a request head may take by default (``--max-header-size``): the request line, every
 #: header line and the blank line that ends them (64 KiB, as many proxies allow; nginx's
@@ -83,29 +85,17 @@ _HOST = re.compile(
 # each request, so the regular expression runs once per value, not per request.
 _valid_hosts: set[bytes] = set()
 _VALID_HOSTS_KEPT = 256
-# RFC 9110 §5.6.2: tchar, what a method is made of (§9.1).
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-class Refusal(Exception):
-    """A request the protocol answers itself: ``status`` and a one-line ``body``."""
+class _Answered:
+    """The cycle of a connection whose last request the fast path answered: complete (and
+    what uvicorn sets when the connection is lost: nothing waits on it)."""
 
-    def __init__(self, status: int, body: bytes, method: str = "") -> None:
-        super().__init__(status, body)
-        self.status, self.body, self.method = status, body, method
-        #: A new one: the head that would name one is refused, so no proxy's id is trusted.
-        self.request_id = log.request_id()
+    response_complete = True
+    message_event = SimpleNamespace(set=lambda: None)
 
 
-# What each refusal says. A Refusal is made for each use: raising one instance again would
-# grow its traceback.
-_TOO_LARGE = (431, b"Request header fields too large.\n")
-_TOO_MANY = (431, b"Too many request header fields.\n")
-_BAD_HOST = (400, b"Missing, repeated or invalid Host header field.\n")
-_BAD_REQUEST = (400, b"Invalid HTTP request.\n")
-_UNKNOWN_METHOD = (501, b"Method not implemented.\n")
-_TIMED_OUT = (408, b"Request head not received in time.\n")
-_BUSY = (503, b"Too many connections.\n")
+_ANSWERED = _Answered()
 
 
 class StrictProtocol(HttpToolsProtocol):
@@ -127,7 +117,8 @@ class StrictProtocol(HttpToolsProtocol):
     """
 
     #: The bounds in this process: set once from the options before serving starts
-    #: (:func:`configure`); uvicorn builds the protocol itself, one per connection.
+    #: (:func:`s3proxy.server.configure_protocol`); uvicorn builds the protocol itself, one
+    #: per connection.
     limit: ClassVar[int] = MAX_HEADER_SIZE
     max_fields: ClassVar[int] = MAX_FIELDS
     header_timeout: ClassVar[float] = HEADER_TIMEOUT
@@ -140,18 +131,23 @@ class StrictProtocol(HttpToolsProtocol):
     _hosts = 0  # Host fields in this head so far
     _host = b""  # the last of them
     _refused = False  # a refusal is sent or owed: nothing more is parsed
+    _fast: fastpath.FastPath | None = None  # the app's fast path (None: off)
+    _idle_since: float | None = None  # when the connection last became idle (None: busy)
 
     # The hit path pays on_header's one comparison per field more than uvicorn's and
     # on_headers_complete's checks: callgrind, a keep-alive GET with 8 fields, real parser,
     # uvicorn's cycle, trivial app: 118.4k instructions before (431 only), 121.8k now (+2.8%).
+    # uvicorn's keep-alive timer, made anew for every response, cost 7k instructions of the
+    # fast path's 34k floor: one per connection now checks that the whole timeout was idle.
 
     # --- uvicorn's protocol, overridden ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         HttpToolsProtocol.connection_made(self, transport)
+        self._fast = fastpath.find(self.app)
         _Sweep.ensure(self)
         if len(self.connections) > self.max_connections:
-            self._refuse(Refusal(*_BUSY))
+            self._refuse(Refusal(*refusals.BUSY))
 
     def data_received(self, data: bytes) -> None:
         if self._head_open:
@@ -178,11 +174,57 @@ class StrictProtocol(HttpToolsProtocol):
         hosts, self._hosts = self._hosts, 0
         if hosts != 1 or self._host not in _valid_hosts or len(self.headers) > self.max_fields:
             self._check_head(hosts)  # raises Refusal, which stops the parser
+        # A fresh hit is answered here (s3proxy.fastpath); else the app is, maybe captured.
+        capture = self._fast.answer(self) if self._fast is not None else False
+        if capture is True:
+            return
         HttpToolsProtocol.on_headers_complete(self)
+        if capture:
+            capture.watch(self)
+
+    def _unset_keepalive_if_required(self) -> None:
+        self._idle_since = None  # busy: data came (uvicorn cancels its timer here)
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but the keep-alive timer is armed only when none is (see above)."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            self._idle_since = None
+            self._start_asgi_task(*self.pipeline.pop())
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self._keep_alive_check(self.timeout_keep_alive)
+
+    def _keep_alive_check(self, left: float = 0.0) -> None:
+        """Close the connection if it has been idle for ``timeout_keep_alive`` seconds, else
+        look again when it would have been (once it is idle again, if it is busy now)."""
+        self.timeout_keep_alive_task, since = None, self._idle_since
+        if since is not None:
+            left = left or since + self.timeout_keep_alive - self.loop.time()
+            if left <= 0:
+                return self.timeout_keep_alive_handler()
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_check)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        HttpToolsProtocol.connection_lost(self, exc)
 
     def on_message_complete(self) -> None:
         self._head_open, self._head_bytes, self._head_seen = True, 0, 0
         HttpToolsProtocol.on_message_complete(self)
+
+    def answered(self, keep_alive: bool) -> None:
+        """The fast path wrote a whole response: what uvicorn does when one is complete."""
+        self.cycle = _ANSWERED  # type: ignore[assignment]
+        if not keep_alive:
+            self.transport.close()
+        self.on_response_complete()
 
     # --- parsing -------------------------------------------------------------------------
 
@@ -203,24 +245,24 @@ class StrictProtocol(HttpToolsProtocol):
                 raise
             self._refuse(refusal)
         except httptools.HttpParserInvalidMethodError:
-            self._refuse(_unknown_method(data, whole_head=self._head_bytes == len(data)))
+            self._refuse(unknown_method(data, whole_head=self._head_bytes == len(data)))
         except httptools.HttpParserError:
-            self._refuse(Refusal(*_BAD_REQUEST))
+            self._refuse(Refusal(*refusals.BAD_REQUEST))
 
     def _check_head(self, hosts: int) -> None:
         """The slow path of :meth:`on_headers_complete`: raise the :class:`Refusal` this
         head earns, or return (and remember its Host as valid)."""
         if len(self.headers) > self.max_fields:
-            raise Refusal(*_TOO_MANY)
+            raise Refusal(*refusals.TOO_MANY)
         if hosts > 1:
-            raise Refusal(*_BAD_HOST)
+            raise Refusal(*refusals.BAD_HOST)
         if hosts == 0:
             # RFC 9112 §3.2: required of HTTP/1.1 only (1.0 predates it).
             if self.parser.get_http_version() == "1.1":
-                raise Refusal(*_BAD_HOST)
+                raise Refusal(*refusals.BAD_HOST)
             return
         if _HOST.fullmatch(self._host) is None:
-            raise Refusal(*_BAD_HOST)
+            raise Refusal(*refusals.BAD_HOST)
         if len(_valid_hosts) >= _VALID_HOSTS_KEPT:
             _valid_hosts.clear()
         _valid_hosts.add(self._host)
@@ -236,7 +278,7 @@ class StrictProtocol(HttpToolsProtocol):
         if self._refused or self.transport.is_closing():
             return
         if self._head_open and self._head_bytes > self.limit:
-            self._refuse(Refusal(*_TOO_LARGE))
+            self._refuse(Refusal(*refusals.TOO_LARGE))
         elif self.transport.get_protocol() is self:  # not upgraded to a websocket
             self.data_received(data[within:])  # the head ended: the rest is a body or more
 
@@ -310,21 +352,10 @@ class StrictProtocol(HttpToolsProtocol):
         """The header timeout passed: 408 if the head began, else close quietly (a client
         that sent nothing has nothing to be answered; nginx does the same)."""
         if self._head_bytes:
-            self._refuse(Refusal(*_TIMED_OUT))
+            self._refuse(Refusal(*refusals.TIMED_OUT))
         else:
             self._refused = True
             self.transport.close()
-
-
-def _unknown_method(data: bytes, whole_head: bool) -> Refusal:
-    """501 for a method llhttp does not know; 400 if the head, when ``data`` holds its start,
-    does not even begin with a token and a space (it is no HTTP request: TLS, say)."""
-    if not whole_head:
-        return Refusal(*_UNKNOWN_METHOD)
-    method, space, _ = data[:64].partition(b" ")
-    if not space or _TOKEN.fullmatch(method) is None:
-        return Refusal(*_BAD_REQUEST)
-    return Refusal(*_UNKNOWN_METHOD, method=method.decode("ascii"))
 
 
 class _Sweep:
@@ -366,34 +397,3 @@ class _Sweep:
                     protocol._time_out()
         if not self.loop.is_closed():
             self.loop.call_later(self.interval, self.run)
-
-
-#: Descriptors a process needs besides its client connections: cache files being read and
-#: written, pooled S3 connections, the index database, logs, sink pipes.
-RESERVED_DESCRIPTORS = 256
-
-
-def configure(
-    max_header_size: int, max_fields: int, header_timeout: float, max_connections: int
-) -> None:
-    """Set this process's bounds, before it serves (uvicorn builds the protocol itself).
-
-    Raises the soft limit on open descriptors (``ulimit -n``) to fit ``max_connections``
-    plus :data:`RESERVED_DESCRIPTORS`, as far as the hard limit allows; raises
-    :class:`~s3proxy.exceptions.ConfigError` if the hard limit is lower, rather than let
-    ``accept`` fail with EMFILE under load.
-    """
-    StrictProtocol.limit = max_header_size
-    StrictProtocol.max_fields = max_fields
-    StrictProtocol.header_timeout = header_timeout
-    StrictProtocol.max_connections = max_connections
-    need = max_connections + RESERVED_DESCRIPTORS
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < need:
-        if hard != resource.RLIM_INFINITY and hard < need:
-            raise ConfigError(
-                f"--max-connections {max_connections} needs {need} open files, but this "
-                f"process may open at most {hard} (ulimit -Hn): lower --max-connections "
-                "or raise the limit"
-            )
-        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 from dataclasses import asdict
 from typing import Any
@@ -104,12 +105,32 @@ def worker_app() -> App:
     return app
 
 
+#: Descriptors a process needs besides its client connections: cache files being read and
+#: written, pooled S3 connections, the index database, logs, sink pipes.
+RESERVED_DESCRIPTORS = 256
+
+
 def configure_protocol(config: Config) -> None:
-    """This process's request-head bounds and connection cap (:func:`protocol.configure`)."""
+    """This process's request-head bounds and connection cap, before it serves (uvicorn
+    builds the protocol itself, one per connection: see :mod:`s3proxy.protocol`).
+
+    Raises the soft limit on open descriptors (``ulimit -n``) to fit ``--max-connections``
+    plus :data:`RESERVED_DESCRIPTORS`, as far as the hard limit allows; raises
+    :class:`~s3proxy.exceptions.ConfigError` if the hard limit is lower, rather than let
+    ``accept`` fail with EMFILE under load.
+    """
     process = config.process
-    protocol.configure(
-        process.max_header_size,
-        process.max_header_fields,
-        process.header_timeout,
-        process.max_connections,
-    )
+    strict = protocol.StrictProtocol
+    strict.limit, strict.max_fields = process.max_header_size, process.max_header_fields
+    strict.header_timeout = process.header_timeout
+    strict.max_connections = max_connections = process.max_connections
+    need = max_connections + RESERVED_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            raise ConfigError(
+                f"--max-connections {max_connections} needs {need} open files, but this "
+                f"process may open at most {hard} (ulimit -Hn): lower --max-connections "
+                "or raise the limit"
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))

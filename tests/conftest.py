@@ -4,6 +4,7 @@ configured per test."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from tests.group_servers import REDIS_SERVER, RedisServer
 from tests.servers import KEY_ID, REGION, SECRET, ProxyServer, S3Server, free_port
 
 _bucket_numbers = itertools.count()
+#: Whether the servers the tests start answer fresh hits in the protocol (--fast-path).
+FAST_PATH = os.environ.get("S3PROXY_FAST_PATH", "true")
 
 
 @pytest.fixture(scope="session")
@@ -45,19 +48,33 @@ def put(s3: S3Server, bucket: str) -> Callable[..., None]:
     return put_object
 
 
+def proxy_config(s3: S3Server, cache_dir: Path, **settings: Any) -> Config:
+    """A Config that points s3proxy at the test S3 server, one worker, no log file."""
+    return Config.build(
+        **{
+            "region": REGION,
+            "key": KEY_ID,
+            "secret": SECRET,
+            "endpoint_url": s3.endpoint_url,
+            "path_style": True,
+            "port": 0,
+            "threads": 1,
+            "cache_dir": str(cache_dir),
+            "log_dir": None,
+            # The whole suite runs with the fast path on (the default) and off:
+            # S3PROXY_FAST_PATH=0 scripts/test.
+            "fast_path": FAST_PATH,
+            **settings,
+        }
+    )
+
+
 @pytest.fixture
 def base_config(s3: S3Server, bucket: str, tmp_path: Path) -> Config:
-    return Config.build(
+    return proxy_config(
+        s3,
+        tmp_path / "cache",
         bucket=bucket,
-        region=REGION,
-        key=KEY_ID,
-        secret=SECRET,
-        endpoint_url=s3.endpoint_url,
-        path_style=True,
-        port=0,
-        threads=1,
-        cache_dir=str(tmp_path / "cache"),
-        log_dir=None,
         auth_key="test-token",
         connect_timeout=2,
         read_timeout=5,

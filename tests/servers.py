@@ -25,6 +25,7 @@ from werkzeug.serving import make_server
 
 from s3proxy.app import App
 from s3proxy.config import Config
+from s3proxy.protocol import StrictProtocol
 
 KEY_ID, SECRET, REGION = "testing", "testing-secret", "us-east-1"
 
@@ -182,7 +183,8 @@ def _throttle(result: Any, delay: float, size: int = 64 * 1024) -> Iterator[byte
 
 
 class ProxyServer:
-    """s3proxy's App under a real uvicorn server (uvloop + httptools) in a thread."""
+    """s3proxy's App under a real uvicorn server (uvloop + httptools, s3proxy's protocol) in a
+    thread."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -194,7 +196,9 @@ class ProxyServer:
                 host="127.0.0.1",
                 port=config.process.port,
                 loop="uvloop",
-                http="httptools",
+                # What the s3proxy command serves with: the strict protocol, and the fast path
+                # when the config has it on (S3PROXY_FAST_PATH, see conftest.base_config).
+                http=StrictProtocol,
                 log_config=None,
                 access_log=False,
                 server_header=False,

@@ -26,8 +26,9 @@ OWNERS = {
     "structlog": {"logging/__init__.py"},
     "moto": {"demo.py"},
     "boto3": {"demo.py"},
-    # protocol.py extends uvicorn's HTTP protocol (the request-head bound); server.py runs it.
-    "uvicorn": {"server.py", "protocol.py"},
+    # protocol.py extends uvicorn's HTTP protocol (the request-head bound); server.py runs it;
+    # fastpath.py answers hits in it, as uvicorn would (its status lines, its proxy headers).
+    "uvicorn": {"server.py", "protocol.py", "fastpath.py"},
     "starlette": {"management.py"},
     # params.py: click's types for the settings, which config.py checks values with.
     "click": {"cli.py", "params.py", "settings.py"},

@@ -22,6 +22,7 @@ from s3proxy.logging.sink import Sink
 Render = Callable[[dict[str, object]], str]
 
 _escape = json.encoder.encode_basestring_ascii  # the C escaper json.dumps itself uses
+_EMPTY = _escape("")
 _timestamps = _sinks.timestamps
 
 # Where request lines go: None when unconfigured, with no destination, or when the level is
@@ -81,8 +82,11 @@ def request(
             f'{{"ts":"{ts}","level":"info","event":"request",'
             f'"method":"{method}","path":{_escape(path)},"status":{status},"bytes":{sent},'
             f'"duration_ms":{duration_ms!r},"cache":"{cache}","client_ip":{_escape(client_ip)},'
-            f'"host":{_escape(host)},"query":{_escape(query)},"referrer":{_escape(referrer)},'
-            f'"user_agent":{_escape(user_agent)},"encoding":{_escape(encoding)},'
+            # Query, referrer and encoding are mostly absent: "" needs no escaper's call.
+            f'"host":{_escape(host)},"query":{_escape(query) if query else _EMPTY},'
+            f'"referrer":{_escape(referrer) if referrer else _EMPTY},'
+            f'"user_agent":{_escape(user_agent)},'
+            f'"encoding":{_escape(encoding) if encoding else _EMPTY},'
             f'"request_id":{_escape(request_id)},"site":{_escape(site)}}}'
         )
         return

@@ -46,18 +46,26 @@ class Timestamps:
     cache is one tuple, replaced whole, so threads never see a torn pair.
     """
 
-    __slots__ = ("_cached",)
+    __slots__ = ("_cached", "_last")
 
     def __init__(self) -> None:
         self._cached: tuple[int, str] = (-1, "")
+        # The last text made, by second and millisecond: under load, many lines share one.
+        self._last: tuple[int, int, str] = (-1, -1, "")
 
     def format(self, t: float) -> str:
         second = int(t)
+        milli = int((t - second) * 1000)
+        last_second, last_milli, text = self._last
+        if milli == last_milli and second == last_second:
+            return text
         cached_second, prefix = self._cached
         if second != cached_second:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._cached = (second, prefix)
-        return f"{prefix}.{int((t - second) * 1000):03d}Z"
+        text = f"{prefix}.{milli:03d}Z"
+        self._last = (second, milli, text)
+        return text
 
 
 timestamps = Timestamps()
