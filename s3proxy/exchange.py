@@ -158,7 +158,7 @@ class Exchange:
             # Whole, as nginx logs them: the server bounds the head (--max-header-size).
             host.decode("latin-1") if host else "",
             # A signed link's signature is a credential: never in a log line.
-            strip(scope["query_string"]).decode("latin-1"),
+            strip(query).decode("latin-1") if (query := scope["query_string"]) else "",
             strip_url(referrer).decode("latin-1") if referrer else "",
             agent.decode("latin-1") if agent else "",
             self.encoding.decode("latin-1") if self.encoding else "",

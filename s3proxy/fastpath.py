@@ -60,8 +60,7 @@ _DECLINE = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgr
 _UNKEYED = frozenset(
     b"host referer user-agent x-request-id x-real-ip x-forwarded-for authorization cookie".split()
 )
-_AGE, _RID = 0, 1  # the slots of a head
-_CLOSE = b"connection: close\r\n"
+_AGE, _RID, _CLOSE = 0, 1, b"connection: close\r\n"  # the slots of a head; uvicorn's close
 _JOINED = 16 * 1024  # a larger body is written beside its head, not copied after it
 
 #: (site, method, request target, the fields the site reads but :data:`_UNKEYED`, in order):
@@ -292,7 +291,9 @@ class FastPath:
         picked = pick_headers(headers)  # as Exchange.begin picks them (repeats joined)
         if not _DECLINE.isdisjoint(picked):
             return False
-        keyed = tuple([item for item in picked.items() if item[0] not in _UNKEYED])
+        keyed: tuple[tuple[bytes, bytes], ...] = ()
+        if not _UNKEYED.issuperset(picked):
+            keyed = tuple([item for item in picked.items() if item[0] not in _UNKEYED])
         scope = protocol.scope
         client = scope["client"]
         if self._proxy is not None and b"x-forwarded-for" in picked:
@@ -334,8 +335,7 @@ class FastPath:
         now: float,
         started: float,
     ) -> None:
-        """Write ``answer`` as uvicorn writes a response, then account for it as the site
-        does."""
+        """Write ``answer`` as uvicorn writes a response; account for it as the site does."""
         version = protocol.parser.get_http_version()
         scope["method"] = "GET" if method == b"GET" else "HEAD"
         scope["raw_path"], scope["query_string"] = answer.raw_path, answer.query
