@@ -228,9 +228,8 @@ class FastPath:
         self._served: Served | None = None
         self._bytes = 0  # bodies the memo's answers hold
         self._proxy: Any = None  # uvicorn's ProxyHeadersMiddleware, run on an empty app
-        self._dates: Any = None  # uvicorn's default headers, and as written
-        self._date_bytes = b""
-        self._failed = False  # a failure was logged
+        self._dates: Any = None  # uvicorn's default headers, and (next) as written
+        self._date_bytes, self._failed = b"", False  # (and whether a failure was logged)
 
     def close(self) -> None:
         self.site = self.hosting = None
@@ -246,9 +245,10 @@ class FastPath:
         of at most a quarter of the memory tier's budget besides those the cache holds (a
         variant read from disk for an entry whose body is not in memory; bodies the cache
         dropped since): past either, it starts again empty."""
-        memo = self.memo
-        size = answer.own_bytes()
-        if len(memo) >= MEMO_SIZE or self._bytes + size > answer.cache.memory.budget // 4:
+        memo, size, budget = self.memo, answer.own_bytes(), answer.cache.memory.budget // 4
+        if size > budget:
+            return
+        if len(memo) >= MEMO_SIZE or self._bytes + size > budget:
             memo.clear()
             self._bytes = 0
         old = memo.get(key)
