@@ -46,6 +46,7 @@ OBJECTS: dict[str, tuple[bytes, dict[str, Any]]] = {
     "big.bin": (b"\x00\x01" * (768 * 1024), {"ContentType": "application/octet-stream"}),
 }
 _numbers = itertools.count()
+TOKEN, CLEAR = "test-token", "/_proxy/_private/_cache/clear"
 _GENERATED_ID = re.compile(rb"[0-9a-f]{22}")
 
 
@@ -55,6 +56,8 @@ class Pair:
 
     on: ProxyServer
     off: ProxyServer
+    s3: S3Server
+    bucket: str
     records: dict[str, list[RequestRecord]] = field(default_factory=dict)
     logs: Path = Path()
 
@@ -92,13 +95,14 @@ def pair(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pai
         log_dir=str(tmp / "logs"),
         sites_file=str(tmp / "sites.toml"),
         trusted_proxies="127.0.0.1",
+        auth_key=TOKEN,
     )
     log.configure(log_dir=str(tmp / "logs"))
     servers = []
     try:
         for fast in (True, False):
             servers.append(ProxyServer(config.replace(port=free_port(), fast_path=fast)).start())
-        pair = Pair(*servers, logs=tmp / "logs")
+        pair = Pair(*servers, s3, bucket, logs=tmp / "logs")
         for server in servers:
             for name, site in server.app.resources.sites().items():
                 kept = pair.records.setdefault(f"{server.port}:{name}", [])
@@ -321,6 +325,37 @@ def test_a_failure_of_the_fast_path_falls_back_to_the_slow_one(
     assert answered == 0 and [r.status for r in fast] == [200, 200]
 
 
+def test_changes_of_the_cache_in_any_worker_reach_the_fast_path(pair: Pair) -> None:
+    """A purge or a clear, in this server or in the other one over the same cache directory
+    (another worker), makes the next request miss and get the new version; until then the
+    fast path answers the stored one, as the slow path would."""
+    raw = request("/changing.txt")
+
+    def put(version: bytes) -> None:
+        pair.s3.client().put_object(Bucket=pair.bucket, Key="changing.txt", Body=version)
+
+    def get() -> tuple[bytes, int]:
+        before = pair.fast.answered
+        (response,), _ = exchange(pair.on.port, [raw])
+        return response.body, pair.fast.answered - before
+
+    put(b"one")
+    warm(pair, [raw])
+    put(b"two")
+    assert get() == (b"one", 1)  # fresh for the TTL
+    for server, query, version in (
+        (pair.on, "?path=/changing.txt", b"two"),
+        (pair.off, "?path=/changing.txt", b"three"),
+        (pair.off, "", b"four"),
+    ):
+        put(version)
+        clear = request(CLEAR + query, method="DELETE", Authorization=f"Bearer {TOKEN}")
+        assert exchange(server.port, [clear])[0][0].status == 200
+        assert get() == (version, 0)
+        warm(pair, [raw])
+        assert get() == (version, 1)
+
+
 def test_keep_alive_and_pipelining(pair: Pair) -> None:
     """Requests pipelined on one connection, fast and slow mixed, are answered in order and
     alike; fast ones pipelined behind each other are all answered by the fast path; after a
@@ -330,6 +365,7 @@ def test_keep_alive_and_pipelining(pair: Pair) -> None:
     warm(pair, plain)
     assert both(pair, plain)[2] == len(plain)
     slow_ones = [raw for _, raw, fast in CORPUS if not fast and raw.startswith(b"GET")]
+    warm(pair, slow_ones)
     mixed = list(itertools.chain.from_iterable(zip(slow_ones, plain, strict=False)))
     tail = [request("/index.html", Connection="close"), request("/logo.png")]
     _, responses, _ = both(pair, [*mixed, *tail])
