@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import weakref
 from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import ClassVar
@@ -367,13 +368,13 @@ class _Sweep:
     interval, nothing per request but the reset in ``on_message_complete``.
     """
 
-    _loop: ClassVar[asyncio.AbstractEventLoop | None] = None
+    _loops: ClassVar[weakref.WeakSet[asyncio.AbstractEventLoop]] = weakref.WeakSet()
 
     @classmethod
     def ensure(cls, protocol: StrictProtocol) -> None:
         """Start the sweep on ``protocol``'s loop, once."""
-        if cls._loop is not protocol.loop:
-            cls._loop = protocol.loop
+        if protocol.loop not in cls._loops:
+            cls._loops.add(protocol.loop)
             sweep = cls(protocol.loop, protocol.connections)
             protocol.loop.call_later(sweep.interval, sweep.run)
 
