@@ -247,6 +247,7 @@ class ReadThrough:
         fill.headers.set_result(Filling(fill))
         try:
             body = await self._write_body(fill, obj, writer)
+            await _readers_first()
             if self.cache.over_budget(obj.meta.size):  # --cache-max-size holds at each commit
                 await asyncio.to_thread(self.cache.make_room, obj.meta.size)
             fill.entry = self.cache.commit(
@@ -308,6 +309,18 @@ class ReadThrough:
                 unstored=self._unstored,
             )
             self._warned_at, self._unstored = now, 0
+
+
+async def _readers_first() -> None:
+    """Let the requests following a fill send the body it has just completed before the
+    fill commits it (an index write and a rename: half a millisecond off a miss's response).
+    A request that started the fill, or joined it, waits on ``asyncio.shield(fill.headers)``:
+    it runs two turns of the loop after the headers' result is set (the shield's callback,
+    then its task's wake-up); one already reading waits one turn after each chunk. Two
+    turns here put the commit behind both. Only the order depends on this, never the
+    result: a reader holds the file open, and the rename does not disturb it."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
 
 
 def _close_unclaimed(headers: asyncio.Future[Outcome]) -> None:

@@ -58,6 +58,39 @@ def test_client_disconnect_does_not_cancel_the_fill(
     assert s3.gets(bucket, "slow.bin") == 1
 
 
+def test_a_miss_is_answered_before_its_body_is_committed(
+    s3: S3Server,
+    bucket: str,
+    put: Callable[..., None],
+    proxy: ProxyServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client has the whole verified body before the fill commits it (an index write
+    and a rename, off the response's path): a commit that holds the server's loop until the
+    client has its answer does not hold the answer. Then the entry is stored whole, and the
+    next request is a hit."""
+    body = os.urandom(4096)
+    put("small.bin", body)
+    answered = threading.Event()
+    commit = Cache.commit
+
+    def commit_once_answered(self: Cache, *args: object, **kwargs: object) -> object:
+        answered.wait(timeout=30)  # blocks the server's loop, as a slow disk would
+        return commit(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Cache, "commit", commit_once_answered)
+    try:
+        response = httpx.get(f"{proxy.url}/small.bin", timeout=10)
+    finally:
+        answered.set()
+    assert response.status_code == 200
+    assert response.content == body
+    assert httpx.get(f"{proxy.url}/small.bin").content == body
+    assert s3.gets(bucket, "small.bin") == 1
+    objects = Path(proxy.config.cache.cache_dir) / "objects"
+    assert [p.name for p in objects.iterdir()] == [object_hash(bucket, "small.bin")]
+
+
 def test_cache_survives_a_restart(
     s3: S3Server, bucket: str, put: Callable[..., None], start_proxy: Callable[..., ProxyServer]
 ) -> None:
