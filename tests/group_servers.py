@@ -74,6 +74,21 @@ class RedisServer:
         self.proc.wait(timeout=30)
         self.proc = None
 
+    def snapshot(self) -> bytes:
+        """``SAVE``: the data set as Redis writes it to disk now (an RDB file), for
+        :meth:`restore`. Without a password only."""
+        with socket.create_connection(("127.0.0.1", self.port), 5) as conn:
+            conn.sendall(b"SAVE\r\n")
+            assert conn.recv(100) == b"+OK\r\n"
+        return (self.directory / "dump.rdb").read_bytes()
+
+    def restore(self, snapshot: bytes) -> None:
+        """Redis killed and started again on an earlier :meth:`snapshot`: a restore from a
+        backup, which takes the group back to an older copy of its data."""
+        self.kill()
+        (self.directory / "dump.rdb").write_bytes(snapshot)
+        self.start()
+
     def kill(self) -> None:
         """SIGKILL: connections drop at once and the data is gone."""
         if self.proc is not None:

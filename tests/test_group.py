@@ -13,11 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+import structlog.testing
 
 from s3proxy.config import Config
 from s3proxy.group import member
 from s3proxy.group.bus import Bus
-from s3proxy.group.state import InstanceState, Step, step
+from s3proxy.group.state import InstanceState, Known, Step, step
 from tests.group_servers import REDIS_SERVER, RedisServer
 from tests.servers import ProxyServer, S3Server, free_port
 from tests.sink_servers import wait_for
@@ -26,18 +28,22 @@ AUTH = {"authorization": "Bearer test-token"}
 
 
 @pytest.mark.parametrize(
-    ("applied", "version", "expected"),
+    ("epoch", "version", "id_", "expected"),
     [
-        pytest.param(4, 5, Step.APPLY, id="next"),
-        pytest.param(5, 5, Step.SKIP, id="applied-by-a-sibling"),
-        pytest.param(7, 5, Step.SKIP, id="older"),
-        pytest.param(4, 7, Step.CLEAR, id="gap"),
-        pytest.param(0, 1, Step.APPLY, id="first"),
+        pytest.param("e", 5, "9-1", Step.APPLY, id="next"),
+        pytest.param("e", 4, "8-0", Step.SKIP, id="applied-by-a-sibling"),
+        pytest.param("e", 7, "9-1", Step.CLEAR, id="gap"),
+        pytest.param("f", 1, "9-1", Step.CLEAR, id="new-epoch"),
+        pytest.param("d", 3, "7-5", Step.SKIP, id="an-older-epoch-seen"),
+        pytest.param("e", 2, "9-1", Step.ROLLBACK, id="unseen-but-not-after-ours"),
+        pytest.param("e", 4, "10-0", Step.ROLLBACK, id="ours-again-unseen"),
     ],
 )
-def test_step(applied: int, version: int, expected: Step) -> None:
-    """An event is applied if it is the next version, skipped if applied, and a gap clears."""
-    assert step(applied, version) is expected
+def test_step(epoch: str, version: int, id_: str, expected: Step) -> None:
+    """An instance that applied version 4 of epoch e (stream id 8-0): the next version is
+    applied, an entry it saw skipped, a gap or a new epoch clears, and an unseen entry with a
+    version not after its own proves Redis went back to an older copy of its data."""
+    assert step(Known("i", "e", 4, "8-0"), epoch, version, id_) is expected
 
 
 def test_instance_state_is_made_once_and_kept(tmp_path: Path) -> None:
@@ -332,3 +338,81 @@ def test_a_site_purge_reaches_every_instance(
     finally:
         for server in servers:
             server.stop()
+
+
+def clears(logs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The captured ``group_cache_cleared`` reasons, by instance."""
+    cleared: dict[str, list[str]] = {}
+    for line in logs:
+        if line["event"] == "group_cache_cleared":
+            cleared.setdefault(line["instance"], []).append(line["reason"])
+    return cleared
+
+
+def test_redis_restored_from_an_older_copy_clears_once_and_purges_flow_again(
+    instances: Callable[[int], list[ProxyServer]],
+    put: Callable[..., None],
+    redis_server: RedisServer,
+) -> None:
+    """Redis restored from a snapshot older than the last purge (the same epoch, a lower
+    version): each instance clears once, the first back proving the rollback (it renames
+    the epoch, so the other follows whenever it comes back), and both take Redis's version.
+    A purge after it, whose version both had already applied, reaches the other instance."""
+    servers = instances(2)
+    assert purge(servers[0], "?path=/nothing.html")["group"]["acknowledged"] == 2
+    snapshot = redis_server.snapshot()  # at version 1
+    assert purge(servers[1], "?path=/nothing.html")["group"]["acknowledged"] == 2
+    put("page.html", b"v1")
+    assert bodies(servers, "/page.html") == [b"v1", b"v1"]
+    put("page.html", b"v2")
+    with structlog.testing.capture_logs() as logs:
+        redis_server.restore(snapshot)
+        wait_for(
+            lambda: all((s := group_status(x))["version"] == 1 and s["redis"] == "connected"
+                        for x in servers),
+            what="both back at Redis's version",
+        )  # fmt: skip
+        assert bodies(servers, "/page.html") == [b"v2", b"v2"]  # cleared
+        put("page.html", b"v3")
+        answer = purge(servers[1], "?path=/page.html")
+        assert answer["group"] == {"version": 2, "instances": 2, "acknowledged": 2} | seconds(
+            answer
+        )
+        assert bodies(servers, "/page.html") == [b"v3", b"v3"]
+    reasons = sorted(reason for found in clears(logs).values() for reason in found)
+    assert len(clears(logs)) == 2 and len(reasons) == 2, reasons
+    assert reasons[0] == member.NEW_EPOCH and reasons[1].startswith("rollback: "), reasons
+
+
+def test_redis_flushed_clears_each_instance_once(
+    instances: Callable[[int], list[ProxyServer]],
+    start_proxy: Callable[..., ProxyServer],
+    put: Callable[..., None],
+    redis_server: RedisServer,
+) -> None:
+    """FLUSHALL while two instances are connected and a third is stopped: with no event
+    coming, the connected ones notice by their heartbeat, clear once each and converge on
+    the new epoch; the stopped one, started again on its disk, clears once too."""
+    servers = instances(3)
+    put("page.html", b"v1")
+    assert bodies(servers, "/page.html") == [b"v1"] * 3
+    put("page.html", b"v2")
+    away = servers.pop()
+    away.stop()
+    with structlog.testing.capture_logs() as logs:
+        client = redis.Redis.from_url(redis_server.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        wait_for(lambda: bodies(servers, "/page.html") == [b"v2", b"v2"], what="both cleared")
+        config = away.config
+        servers.append(
+            start_proxy(
+                cache_dir=config.cache.cache_dir, ttl=3600, redis_url=config.group.redis_url
+            )
+        )
+        wait_for(lambda: joined(servers), what="all three in the group")
+        assert bodies(servers, "/page.html") == [b"v2"] * 3
+        assert purge(servers[0], "?path=/nothing.html")["group"]["acknowledged"] == 3
+    assert list(clears(logs).values()) == [[member.NEW_EPOCH]] * 3

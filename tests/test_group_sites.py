@@ -234,3 +234,22 @@ def test_a_change_is_stored_only_over_the_set_it_was_checked_against(
             await bus.close()
 
     asyncio.run(scenario())
+
+
+def test_redis_restored_from_an_older_copy_serves_its_registrations(
+    instance: Callable[[str], ProxyServer], bucket: str, redis_server: RedisServer
+) -> None:
+    """Redis restored from a snapshot taken after r was registered and before s was: both
+    instances take Redis's set (s disappears everywhere, r stays), and changes are stored
+    again rather than refused as GROUP_BUSY against the copies' newer stamps."""
+    a, b = group(instance, "a", "b")
+    assert put(a, "r", site(bucket, "r")).status_code == 201
+    snapshot = redis_server.snapshot()
+    assert put(b, "s", site(bucket, "s")).status_code == 201
+    wait_for(lambda: serving([a, b], "s.test", "s/index.html"), what="s on both")
+    redis_server.restore(snapshot)
+    wait_for(lambda: serving([a, b], "s.test", GONE), what="s gone everywhere")
+    assert serving([a, b], "r.test", "r/index.html")
+    assert put(a, "t", {**site(bucket, "t"), "prefix": "r"}).status_code == 201
+    wait_for(lambda: serving([a, b], "t.test", "r/index.html"), what="t on both")
+    assert [set(listing(server)) for server in (a, b)] == [{"a", "r", "t"}] * 2

@@ -22,6 +22,17 @@ gap (the stream was trimmed past us), and an ``epoch`` (a random name set once p
 set) proves that Redis lost its data and started counting again. Either way the instance
 cannot know what it missed and clears its cache, once: never a stale page kept for good.
 
+Redis restored from an older copy (a snapshot, a backup, an AOF rewind, a lagging replica
+promoted) keeps its epoch but counts from an older version, so versions are taken again for
+new events. An instance proves it when Redis's version is below the one it applied (at its
+join, or by its heartbeat, so with no event coming too), or when it reads an entry it has not
+seen (after its last stream id) whose version is not after its own (:func:`.state.step`).
+Then it renames the epoch, in the same script that checks, only if it is still the one seen
+(:meth:`.bus.Bus.head`): a rollback becomes what a lost data set is, every instance clears
+once whenever it looks, the first to rename included, and none renames twice. The renaming
+also stamps the registrations in the new epoch, so every copy takes Redis's set (see
+:mod:`.sites`). The heartbeat also notices a ``FLUSHALL`` (no epoch) with no event coming.
+
 Acknowledgements: the instance that applies an event pushes its id onto a list that lives 60 s;
 the publisher pops from it (``BLPOP``) until every live member (a heartbeat in the last 10 s,
 in a sorted set) has answered or one second has passed, and says how many did.

@@ -8,7 +8,9 @@ another group)::
     events      a stream of events: fields v, epoch, type, body, origin     (XADD, XREAD)
     version     the last event's version                                  (INCR)
     epoch       a random name for this Redis's data set, made by the first (SET NX)
-                writer: if Redis loses its data, versions start again in a new epoch
+                writer: if Redis loses its data, versions start again in a new epoch;
+                made anew by the first instance that proves Redis went back to an
+                older copy of its data (:meth:`Bus.head`)
     members     instance -> UNIX time of its last heartbeat               (ZADD)
     acks:<id>   the instances that applied event <id>, for 60 s           (RPUSH, BLPOP)
     sites       runtime site registrations: name -> its table as JSON      (HSET, HDEL)
@@ -34,6 +36,7 @@ from urllib.parse import urlsplit
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as Broken
 from redis.exceptions import RedisError
 
 from s3proxy.exceptions import GroupUnavailable
@@ -45,12 +48,29 @@ MEMBER_TTL = 10
 #: Seconds an event's acknowledgements are kept.
 ACK_TTL = 60
 
+# Rolled back: the caller's epoch (ARGV[2]) is current but its version (ARGV[3]) is past
+# Redis's, or the entry after its last stream id (ARGV[4]) has a version not after it
+# (``v`` is an entry's first field), or it saw such an entry in epoch ARGV[5]. Then the
+# epoch is renamed (ARGV[1]) and the registrations stamped in it, at once for everyone.
 _HEAD = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
+local epoch = redis.call('GET', KEYS[1])
+local version = tonumber(redis.call('GET', KEYS[2]) or '0')
+local applied = tonumber(ARGV[3])
+local rolled = epoch == ARGV[5] or (epoch == ARGV[2] and version < applied)
+if epoch == ARGV[2] and not rolled then
+    local after = redis.call('XRANGE', KEYS[3], '(' .. ARGV[4], '+', 'COUNT', 1)
+    rolled = #after > 0 and tonumber(after[1][2][2]) <= applied
+end
+if rolled then
+    epoch = ARGV[1]
+    redis.call('SET', KEYS[1], epoch)
+    redis.call('SET', KEYS[4], epoch .. ':' .. version)
+end
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 local id = '0-0'
 if #last > 0 then id = last[1][1] end
-return {redis.call('GET', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0'), id}
+return {epoch, version, id, rolled and 1 or 0}
 """
 _APPEND = """
 redis.call('SET', KEYS[1], ARGV[1], 'NX')
@@ -92,7 +112,8 @@ _HEARTBEAT = """
 local now = tonumber(redis.call('TIME')[1])
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-return redis.call('ZCARD', KEYS[1])
+local version = tonumber(redis.call('GET', KEYS[3]) or '0')
+return {redis.call('ZCARD', KEYS[1]), redis.call('GET', KEYS[2]) or '', version}
 """
 
 
@@ -110,11 +131,23 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """The group's newest point: its epoch, last version and last stream id."""
+    """The group's newest point: its epoch, last version and last stream id; whether this
+    call found Redis rolled back (and so renamed the epoch)."""
 
     epoch: str
     version: int
     last_id: str
+    rolled_back: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A heartbeat's answer: the live members, and Redis's epoch (``""``: none, its data is
+    gone) and version now."""
+
+    members: int
+    epoch: str
+    version: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +179,10 @@ async def _translated() -> AsyncIterator[None]:
 class Bus:
     """The group's keys in one Redis. Connections are made on first use and again after a
     failure; each call raises :class:`GroupUnavailable` when Redis cannot answer, at once
-    (no retries: the caller decides) or after ``timeout`` seconds."""
+    or after ``timeout`` seconds. The one retry is on a connection found broken: after Redis
+    restarts, each pooled connection fails once, closed by the server, before a new one is
+    made, and a purge right after Redis's return must not fail on that. (A command is run
+    twice only if its connection broke while it ran: a duplicate event is harmless.)"""
 
     def __init__(
         self, url: str, password: str | None, namespace: str, timeout: float = 3.0
@@ -159,7 +195,7 @@ class Bus:
             decode_responses=True,
             socket_connect_timeout=min(timeout, 1.0),
             socket_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(Broken,)),
             **options,
         )
         self._keys = [namespace + name for name in ("epoch", "version", "events", "members")]
@@ -174,11 +210,18 @@ class Bus:
     async def close(self) -> None:
         await self._redis.aclose()
 
-    async def head(self) -> Head:
-        """The newest point, making the epoch if this Redis has none."""
+    async def head(self, epoch: str | None, version: int, last_id: str, suspect: str = "") -> Head:
+        """The newest point, making the epoch if this Redis has none. ``epoch``, ``version``
+        and ``last_id``: what the caller has applied (``None``: nothing yet); ``suspect``:
+        an epoch in which the caller saw an unseen entry with a version not after its own.
+        If they prove Redis went back to an older copy of its data in the epoch it still
+        has, a new epoch is made (once: the next caller finds it renamed) and the
+        registrations are stamped in it, so every instance clears once and takes Redis's
+        registrations as they are."""
+        args: list[str | int] = [secrets.token_hex(8), epoch or "", version, last_id, suspect]
         async with _translated():
-            epoch, version, last_id = await self._head(self._keys, [secrets.token_hex(8)])
-        return Head(epoch, int(version), last_id)
+            now, newest, last, rolled = await self._head([*self._keys[:3], self._sites[1]], args)
+        return Head(now, int(newest), last, bool(rolled))
 
     async def publish(self, type_: str, body: Any, origin: str) -> Published:
         """Append an event (the next version) and count the live members."""
@@ -226,11 +269,12 @@ class Bus:
         read = cast(list[tuple[str, list[tuple[str, dict[str, str]]]]], answer or [])
         return [_event(id_, fields) for _, entries in read for id_, fields in entries]
 
-    async def heartbeat(self, instance: str) -> int:
-        """Mark ``instance`` alive now; the number of live members."""
+    async def heartbeat(self, instance: str) -> Beat:
+        """Mark ``instance`` alive now; the live members, Redis's epoch and version."""
+        keys = [self._keys[3], self._keys[0], self._keys[1]]
         async with _translated():
-            members = await self._heartbeat([self._keys[3]], [instance, MEMBER_TTL])
-        return int(members)
+            members, epoch, version = await self._heartbeat(keys, [instance, MEMBER_TTL])
+        return Beat(int(members), epoch, int(version))
 
     async def leave(self, instance: str) -> None:
         async with _translated():

@@ -34,6 +34,8 @@ HEARTBEAT = 1.0
 RETRY = (0.1, 2.0)
 #: Purge operations kept while Redis is away; beyond this, one clear is sent instead.
 UNSENT_LIMIT = 1000
+#: Why an instance clears on finding another epoch than its own.
+NEW_EPOCH = "redis lost its data or went back to an older copy (a new epoch)"
 
 _logger = log.get_logger("s3proxy.group")
 #: A cache operation: ("clear", ""), ("key", key) or ("prefix", prefix).
@@ -63,6 +65,7 @@ class Group:
         #: This worker's view: Redis answers, the live members, the last version applied.
         self.connected = False
         self.members = 0
+        self.epoch: str | None = None
         self.version = 0
         self.error: str | None = None
         #: The first join is over (joined, or Redis did not answer): until then readiness
@@ -77,6 +80,8 @@ class Group:
         #: Runtime sites (``None``: no ``--config``), refreshed on joining and site events.
         self.sites: SharedSites | None = None
         self._resync = False  # events were missed: refresh the sites with the next event
+        #: An epoch in which this worker saw Redis rolled back: the next join renames it.
+        self._suspect = ""
         self._unsent: list[Operation] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -180,6 +185,7 @@ class Group:
                 cursor = await self._join()
                 self.settled, delay = True, RETRY[0]
                 await self._read_from(cursor)
+                continue  # Redis changed under us (lost or rolled back): join again
             except GroupUnavailable as exc:
                 error = str(exc)
             except S3ProxyError as exc:  # group.json cannot be written: follow again later
@@ -192,27 +198,39 @@ class Group:
             delay = min(delay * 2, RETRY[1])
 
     async def _join(self) -> str:
-        head = await self.bus.head()
+        known = await asyncio.to_thread(self.state.read)
+        head = await self.bus.head(known.epoch, known.version, known.last_id, self._suspect)
+        self._suspect = ""
         cursor = await asyncio.to_thread(self._reconcile, head)
-        self.members = await self.bus.heartbeat(self.instance)
+        self.members = (await self.bus.heartbeat(self.instance)).members
         self.connected, self.error = True, None
         await self._send_unsent()
         await self._sync_sites()
         return cursor
 
     async def _read_from(self, cursor: str) -> None:
+        """Apply events from ``cursor`` on; returns when Redis is found to have lost its
+        data or gone back to an older copy of it (by an event, or by the heartbeat's
+        epoch and version, so also with no event coming), for the caller to join again."""
         beat = time.monotonic()
         while True:
             for event in await self.bus.read(cursor, BLOCK):
-                applied = await asyncio.to_thread(self._apply, event)
+                what = await asyncio.to_thread(self._apply, event)
+                if what is Step.ROLLBACK:
+                    self._suspect = event.epoch
+                    return
                 if event.type in (SITE_PUT, SITE_DELETE) or self._resync:
                     await self._sync_sites()  # served here before it is acknowledged
-                if applied:
+                if what is not Step.SKIP:
                     await self.bus.ack(event.id, self.instance)
                 cursor = event.id
+            if self._unsent:  # a purge whose publishing failed while Redis answered us
+                await self._send_unsent()
             if time.monotonic() - beat >= HEARTBEAT:
-                self.members = await self.bus.heartbeat(self.instance)
-                beat = time.monotonic()
+                now = await self.bus.heartbeat(self.instance)
+                self.members, beat = now.members, time.monotonic()
+                if now.epoch != self.epoch or now.version < self.version:
+                    return
 
     async def _sync_sites(self) -> None:
         """Refresh and serve the runtime sites. Redis's failure goes to the caller (and the
@@ -237,14 +255,17 @@ class Group:
                 _logger.warning("redis_unreachable", error=error)
 
     def _reconcile(self, head: Head) -> str:
-        """On (re)connection: clear if Redis lost its data or was away too long; the stream
-        id to read on from."""
+        """On (re)connection: clear if Redis lost its data, went back to an older copy of it
+        or was away too long; the stream id to read on from."""
         with self.state.locked() as known:
             reason = None
             if known.epoch is None:
                 pass  # a new instance: its cache has seen nothing to catch up on
+            elif known.epoch != head.epoch and head.rolled_back:
+                reason = f"rollback: redis went back to version {head.version}"
+                reason += f" after this instance applied {known.version}"
             elif known.epoch != head.epoch:
-                reason = "redis lost its data"
+                reason = NEW_EPOCH
             elif known.down_since is not None and time.time() - known.down_since > self.grace:
                 reason = f"redis was away more than {self.grace:g} s"
             if reason is not None:
@@ -255,27 +276,26 @@ class Group:
                 away = round(time.time() - known.down_since, 3)
                 _logger.info("redis_reconnected", away=away, cleared=reason is not None)
                 known.down_since = None
-            self.version = known.version
+            self.epoch, self.version = known.epoch, known.version
             return known.last_id
 
-    def _apply(self, event: Event) -> bool:
-        """Apply ``event`` if this instance has not; whether it did (then it acknowledges)."""
+    def _apply(self, event: Event) -> Step:
+        """Apply ``event`` if this instance has not (then it acknowledges); what it did.
+        :attr:`Step.ROLLBACK`: nothing (the caller joins again, and that clears)."""
         with self.state.locked() as known:
-            if event.epoch != known.epoch:  # Redis lost its data since we joined
-                what = Step.CLEAR
-                known.epoch = event.epoch
-            else:
-                what = step(known.version, event.version)
-            if what is Step.SKIP:  # a sibling worker applied it: this one's view catches up
-                self.version = known.version
-                return False
-            if what is Step.CLEAR:
+            what = step(known, event.epoch, event.version, event.id)
+            if what in (Step.SKIP, Step.ROLLBACK):  # SKIP: a sibling applied it
+                self.epoch, self.version = known.epoch, known.version
+                return what
+            if what is Step.CLEAR and event.epoch != known.epoch:
+                self._clear(NEW_EPOCH)
+            elif what is Step.CLEAR:
                 self._clear(f"missed events before version {event.version}")
             if event.origin != known.instance:  # the origin applied it before publishing
                 self._run(event)
-            known.version, known.last_id = event.version, event.id
-            self.version = event.version
-            return True
+            known.epoch, known.version, known.last_id = event.epoch, event.version, event.id
+            self.epoch, self.version = event.epoch, event.version
+            return what
 
     def _run(self, event: Event) -> None:
         handler = self._handlers.get(event.type)
@@ -294,7 +314,7 @@ class Group:
     def _clear(self, reason: str) -> None:
         self._resync = True  # what was missed may have changed sites too
         summary = self.cache.clear()
-        _logger.warning("group_cache_cleared", reason=reason, **summary)
+        _logger.warning("group_cache_cleared", reason=reason, instance=self.instance, **summary)
 
 
 def _nothing(body: Any) -> None:

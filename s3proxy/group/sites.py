@@ -14,7 +14,10 @@ copy from an instance that was away may hold sites deleted meanwhile.
 
 A Redis with no set stored yet (a new group, or one that lost its data) is given the first
 joining instance's copy, so turning ``--redis-url`` on, or a Redis restarted empty, keeps the
-registrations.
+registrations. A Redis restored from an older copy is different: its set is a state the group
+agreed on, so the instance that finds the rollback stamps it in a new epoch (in
+:meth:`~s3proxy.group.bus.Bus.head`) and every copy, newer by version but of the old epoch,
+takes it; sites registered after the copy was made disappear everywhere.
 """
 
 from __future__ import annotations

@@ -38,17 +38,34 @@ class Known:
 
 
 class Step(enum.Enum):
-    """What an instance does with event ``v``, given the last version it applied."""
+    """What an instance does with an event, given what it has applied (:func:`step`)."""
 
     SKIP = "skip"  # applied already (by a sibling worker, or before a restart)
     APPLY = "apply"  # the next one: apply it
-    CLEAR = "clear"  # versions were skipped (a trimmed stream): clear everything, then apply
+    CLEAR = "clear"  # versions were skipped (a trimmed stream) or a new epoch: clear, apply
+    ROLLBACK = "rollback"  # a version not after ours, later in the stream: Redis went back
 
 
-def step(applied: int, version: int) -> Step:
-    if version <= applied:
-        return Step.SKIP
-    return Step.APPLY if version == applied + 1 else Step.CLEAR
+def step(known: Known, epoch: str, version: int, id_: str) -> Step:
+    """The decision for the event at stream id ``id_``, version ``version`` of ``epoch``.
+
+    Versions order events within an epoch and prove gaps; the stream id tells an event this
+    instance has seen (at or before ``known.last_id``: a sibling worker applied it) from one
+    it has not. An unseen event whose version is not after the last applied one proves that
+    Redis went back to an older copy of its data (a restored snapshot or backup, a failover
+    to a lagging replica): versions are being taken again, for other events."""
+    unseen = stream_order(id_) > stream_order(known.last_id)
+    if epoch != known.epoch:  # seen: an older epoch's entry, left in the stream by a rollback
+        return Step.CLEAR if unseen else Step.SKIP
+    if version <= known.version:
+        return Step.ROLLBACK if unseen else Step.SKIP
+    return Step.APPLY if version == known.version + 1 else Step.CLEAR
+
+
+def stream_order(id_: str) -> tuple[int, int]:
+    """A stream id (``<ms>-<seq>``) as the pair Redis orders it by."""
+    ms, _, seq = id_.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class InstanceState:
