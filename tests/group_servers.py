@@ -10,10 +10,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.servers import free_port
 
@@ -74,12 +75,15 @@ class RedisServer:
         self.proc.wait(timeout=30)
         self.proc = None
 
+    def client(self) -> redis.Redis:
+        """A plain redis-py client of this server (no TLS)."""
+        return redis.Redis.from_url(self.url, password=self.password)
+
     def snapshot(self) -> bytes:
         """``SAVE``: the data set as Redis writes it to disk now (an RDB file), for
-        :meth:`restore`. Without a password only."""
-        with socket.create_connection(("127.0.0.1", self.port), 5) as conn:
-            conn.sendall(b"SAVE\r\n")
-            assert conn.recv(100) == b"+OK\r\n"
+        :meth:`restore`."""
+        with self.client() as client:
+            client.save()
         return (self.directory / "dump.rdb").read_bytes()
 
     def restore(self, snapshot: bytes) -> None:
@@ -88,6 +92,25 @@ class RedisServer:
         self.kill()
         (self.directory / "dump.rdb").write_bytes(snapshot)
         self.start()
+
+    def rewind(self, in_place: bool) -> Callable[[], None]:
+        """A copy of the data now; calling the answer takes Redis back to it: restarted on
+        an RDB file (:meth:`restore`), or every key rewritten in one transaction while
+        clients stay connected (``DUMP`` now; then ``FLUSHALL`` and ``RESTORE``)."""
+        if not in_place:
+            snapshot = self.snapshot()
+            return lambda: self.restore(snapshot)
+        with self.client() as client:
+            dumps = {key: client.dump(key) for key in client.keys()}
+
+        def restore() -> None:
+            with self.client() as client:
+                pipe = client.pipeline(transaction=True).flushall()
+                for key, value in dumps.items():
+                    pipe.restore(key, 0, value)
+                pipe.execute()
+
+        return restore
 
     def kill(self) -> None:
         """SIGKILL: connections drop at once and the data is gone."""

@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import structlog.testing
 
 from s3proxy.config import Config
@@ -349,24 +348,27 @@ def clears(logs: list[dict[str, Any]]) -> dict[str, list[str]]:
     return cleared
 
 
+@pytest.mark.parametrize("in_place", [False, True], ids=["restarted-on-a-backup", "in-place"])
 def test_redis_restored_from_an_older_copy_clears_once_and_purges_flow_again(
     instances: Callable[[int], list[ProxyServer]],
     put: Callable[..., None],
     redis_server: RedisServer,
+    in_place: bool,
 ) -> None:
-    """Redis restored from a snapshot older than the last purge (the same epoch, a lower
-    version): each instance clears once, the first back proving the rollback (it renames
-    the epoch, so the other follows whenever it comes back), and both take Redis's version.
-    A purge after it, whose version both had already applied, reaches the other instance."""
+    """Redis taken back to a copy older than the last purge (the same epoch, a lower
+    version), restarted on it or rewritten under connected instances: each instance clears
+    once, the first to see it proving the rollback (it renames the epoch, so the other
+    follows whenever it looks), and both take Redis's version. A purge after it, whose
+    version both had already applied, reaches the other instance."""
     servers = instances(2)
     assert purge(servers[0], "?path=/nothing.html")["group"]["acknowledged"] == 2
-    snapshot = redis_server.snapshot()  # at version 1
+    back = redis_server.rewind(in_place)  # to version 1
     assert purge(servers[1], "?path=/nothing.html")["group"]["acknowledged"] == 2
     put("page.html", b"v1")
     assert bodies(servers, "/page.html") == [b"v1", b"v1"]
     put("page.html", b"v2")
     with structlog.testing.capture_logs() as logs:
-        redis_server.restore(snapshot)
+        back()
         wait_for(
             lambda: all((s := group_status(x))["version"] == 1 and s["redis"] == "connected"
                         for x in servers),
@@ -400,11 +402,8 @@ def test_redis_flushed_clears_each_instance_once(
     away = servers.pop()
     away.stop()
     with structlog.testing.capture_logs() as logs:
-        client = redis.Redis.from_url(redis_server.url)
-        try:
+        with redis_server.client() as client:
             client.flushall()
-        finally:
-            client.close()
         wait_for(lambda: bodies(servers, "/page.html") == [b"v2", b"v2"], what="both cleared")
         config = away.config
         servers.append(
