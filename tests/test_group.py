@@ -416,3 +416,32 @@ def test_redis_flushed_clears_each_instance_once(
         assert bodies(servers, "/page.html") == [b"v2"] * 3
         assert purge(servers[0], "?path=/nothing.html")["group"]["acknowledged"] == 3
     assert list(clears(logs).values()) == [[member.NEW_EPOCH]] * 3
+
+
+def test_a_rollback_renames_the_epoch_once(redis_server: RedisServer) -> None:
+    """Redis's side: an instance that applied version 2 finds a Redis rewound to version 1
+    even after new events took versions 2 and 3 again (by the entry after its last id), the
+    epoch is renamed with the registrations' stamp, and nobody renames it again: not the
+    same instance's next look, not a suspicion from the old epoch, not a new instance."""
+
+    async def scenario() -> None:
+        bus = Bus(redis_server.url, None, "s3proxy:t:")
+        try:
+            epoch = (await bus.head(None, 0, "0-0")).epoch
+            await bus.publish(member.INVALIDATE, [], "x")
+            back = redis_server.rewind(in_place=True)  # to version 1
+            applied = await bus.publish(member.INVALIDATE, [], "x")
+            back()
+            for _ in range(2):  # versions 2 and 3 again, after the applied one's id
+                await bus.publish(member.INVALIDATE, [], "x")
+            found = await bus.head(epoch, applied.version, applied.id)
+            assert found.rolled_back and found.epoch != epoch and found.version == 3
+            assert (await bus.registrations({"r": {}})).stamp == f"{found.epoch}:3"
+            again = await bus.head(epoch, applied.version, applied.id, suspect=epoch)
+            assert (again.epoch, again.rolled_back) == (found.epoch, False)
+            fresh = await bus.head(None, 0, "0-0")
+            assert (fresh.epoch, fresh.rolled_back) == (found.epoch, False)
+        finally:
+            await bus.close()
+
+    asyncio.run(scenario())
