@@ -282,11 +282,16 @@ def both(pair: Pair, requests: list[bytes]) -> tuple[list[Response], list[Respon
 
 
 def warm(pair: Pair, requests: list[bytes]) -> None:
-    """A miss fills, a hit makes a variant, the next one leaves an answer in the memo."""
+    """A miss fills, a hit makes a variant, the next one leaves an answer in the memo. Each
+    server is let finish its fills before the other is asked: a miss is answered before its
+    entry is committed, and two fills of one key (one per server) would be two entries, whose
+    Expires may differ by a second."""
     for _ in range(3):
         for raw in requests:
             for server in (pair.off, pair.on):
                 exchange(server.port, [raw])
+                hosting = server.app.resources.hosting
+                wait_for(lambda h=hosting: h.served.idle(), what="the server's fills done")
 
 
 @pytest.mark.parametrize(("raw", "answered"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS])

@@ -200,7 +200,9 @@ def test_a_hung_mmdb_ws_costs_one_timeout(mmdb_ws: MmdbWsServer) -> None:
     out = asyncio.run(through(enricher, ips, limit=5))
     # One query and one failure, not 100 timeouts (20 s): what is counted, not a clock.
     assert all(r.location is None for r in out)
-    assert mmdb_ws.queries == ["81.2.69.0"]
+    # At most the first address reached the service before its timeout (under load the
+    # timeout may fire before the query is read), and it failed once: not 100 times.
+    assert mmdb_ws.queries in ([], ["81.2.69.0"])
     assert enricher.failures == 1
 
 
