@@ -41,6 +41,7 @@ from s3proxy import logging as log
 from s3proxy.access.guard import PrivateSend
 from s3proxy.cache import Cache, Entry
 from s3proxy.exchange import CAPTURE, Exchange, pick_headers
+from s3proxy.heads import AGE, template
 from s3proxy.outcome import Hit, Outcome
 from s3proxy.plan import Body, Headers, Plan
 
@@ -60,7 +61,7 @@ _DECLINE = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgr
 _UNKEYED = frozenset(
     b"host referer user-agent x-request-id x-real-ip x-forwarded-for authorization cookie".split()
 )
-_AGE, _RID, _CLOSE = 0, 1, b"connection: close\r\n"  # the slots of a head; uvicorn's close
+_CLOSE = b"connection: close\r\n"  # as uvicorn writes it
 _JOINED = 16 * 1024  # a larger body is written beside its head, not copied after it
 
 #: (site, method, request target, the fields the site reads but :data:`_UNKEYED`, in order):
@@ -71,8 +72,8 @@ MemoKey = tuple[Any, bytes, bytes, tuple[tuple[bytes, bytes], ...]]
 @dataclass(slots=True, eq=False)
 class Answer:
     """An answer the slow path wrote for a fresh hit, ready to be written again while ``entry``
-    is the cache's: ``head`` (bytes, and the :data:`_AGE` / :data:`_RID` slots), ``body``,
-    and what the request's account said (``x``: its exchange)."""
+    is the cache's: ``head`` (bytes, and the slots of :mod:`s3proxy.heads`), ``body``, and
+    what the request's account said (``x``: its exchange)."""
 
     entry: Entry
     cache: Cache
@@ -173,43 +174,22 @@ class Capture:
         the entry and the key alone (no access rule granted it: that depends on who asks; no
         multipart body: its boundary is random)."""
         x, entry, plan, status = self.x, self.entry, self.plan, self.status
+        if x is not None and type(x.send) is PrivateSend:
+            self.fast.decline(self.key)  # granted: so is every later request of this key
+            return
         if x is None or entry is None or plan is None or self.reads != 1 or x.cache != "hit":
             return
         if not status or status != x.status or status != plan.status:
             return
-        if (plan.body is Body.RANGES and len(plan.ranges) > 1) or type(x.send) is PrivateSend:
+        if plan.body is Body.RANGES and len(plan.ranges) > 1:
             return
         age = next((h for h in plan.headers if h[0] == b"age"), None)
         chunked = x.method != "HEAD" and status not in (204, 304)  # without a length
-        head = _template(self.headers, age, x.common[0], chunked)
+        head = template(self.headers, age, x.common[0], chunked)
         if head is not None:
             body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
             cache = self.site.readthrough.cache
             self.fast.keep(self.key, Answer(entry, cache, status, head, body, x))
-
-
-def _template(
-    headers: Headers, age: tuple[bytes, bytes] | None, rid: tuple[bytes, bytes], chunked: bool
-) -> tuple[bytes | int, ...] | None:
-    """The head as uvicorn wrote ``headers`` (names lower-cased, after its default headers),
-    with the request's own ``age`` and ``rid`` fields as slots (found by identity: a header
-    rule that replaced one made it a constant); ``None`` if uvicorn added to the head (one
-    that would be ``chunked`` without Content-Length is) or the head ends the connection."""
-    parts: list[bytes | int] = []
-    pending: list[bytes] = []
-    length = not chunked
-    for item in headers:
-        name = item[0].lower()
-        if name == b"connection" or name == b"transfer-encoding":
-            return None
-        length = length or name == b"content-length"
-        if item is age or item is rid:
-            parts += [b"".join(pending), _AGE if item is age else _RID]
-            pending = []
-        else:
-            pending += [name, b": ", item[1], b"\r\n"]
-    parts.append(b"".join(pending))
-    return tuple(parts) if length else None
 
 
 async def _keep_scope(scope: Any, receive: Any, send: Any) -> None:
@@ -223,6 +203,9 @@ class FastPath:
     def __init__(self, site: Site | None, hosting: Hosting | None) -> None:
         self.site, self.hosting = site, hosting
         self.memo: dict[MemoKey, Answer] = {}
+        #: Keys an access rule decides: never kept, so not captured either (a capture costs
+        #: a protected hit a sixth of its rate). Emptied with the memo.
+        self.declined: set[MemoKey] = set()
         #: Requests answered here (tests read it: the fast path did serve).
         self.answered = 0
         self._served: Served | None = None
@@ -249,13 +232,23 @@ class FastPath:
         if size > budget:
             return
         if len(memo) >= MEMO_SIZE or self._bytes + size > budget:
-            memo.clear()
-            self._bytes = 0
+            self._clear()
         old = memo.get(key)
         if old is not None:
             self._bytes -= old.own_bytes()
         memo[key] = answer
         self._bytes += size
+
+    def decline(self, key: MemoKey) -> None:
+        """Send ``key``'s requests down the slow path without a capture from now on."""
+        if len(self.declined) >= MEMO_SIZE:
+            self.declined.clear()
+        self.declined.add(key)
+
+    def _clear(self) -> None:
+        self.memo.clear()
+        self.declined.clear()
+        self._bytes = 0
 
     def answer(self, protocol: Any) -> Capture | bool:
         """Answer the request whose head ``protocol`` (a :class:`StrictProtocol`) just
@@ -304,7 +297,7 @@ class FastPath:
         key: MemoKey = (site, method, protocol.url, keyed)
         answer = self.memo.get(key)
         if answer is None:
-            return Capture(self, key, site)
+            return False if key in self.declined else Capture(self, key, site)
         entry = answer.entry
         now = time.time()
         if answer.cache.get(entry.key) is not entry or not now < entry.expires_at:
@@ -319,7 +312,7 @@ class FastPath:
             return self.site
         served = hosting.served
         if served is not self._served:  # a reload or registration: new sites, new answers
-            self.memo.clear()
+            self._clear()
             self._served = served
         hosted = hosting.route(headers, client)
         return None if hosted is None else hosted.site
@@ -346,7 +339,7 @@ class FastPath:
         for part in answer.head:
             if type(part) is bytes:
                 head.append(part)
-            elif part == _AGE:
+            elif part == AGE:
                 head.append(b"age: %d\r\n" % max(0, int(now - answer.entry.stored_at)))
             else:
                 head += [b"x-request-id: ", x.request_id, b"\r\n"]

@@ -424,3 +424,13 @@ def _request_lines(pair: Pair) -> dict[str, dict[str, Any]]:
             if line["event"] == "request":
                 lines[line["request_id"]] = line
     return lines
+
+
+def test_a_granted_path_is_neither_kept_nor_captured_again(pair: Pair) -> None:
+    """An answer an access rule granted is not kept; its key is remembered, so the next
+    requests go to the slow path without the cost of a capture (and still alike)."""
+    raw = request("/private/secret.txt", host="guarded.test", **ANN)
+    warm(pair, [raw])
+    declined = [key for key in pair.fast.declined if key[2] == b"/private/secret.txt"]
+    assert declined and not any(key in pair.fast.memo for key in declined)
+    assert both(pair, [raw])[2] == 0
