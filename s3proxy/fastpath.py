@@ -23,8 +23,9 @@ Its answers are the slow path's by construction, not by a second implementation:
 
 The shape: GET or HEAD; no body (``Content-Length``, ``Transfer-Encoding``), ``Expect`` or
 ``Upgrade``; nothing owed on the connection (no earlier response pending, writes not paused).
-Answers an access rule granted are never kept (they depend on who asks); public paths of a
-site with rules are. Anything else is the slow path's, unchanged.
+An answer an access rule granted is replayed only after that rule's own quick check grants
+the request alike (:meth:`Gate.quick <s3proxy.access.gate.Gate.quick>`, as ``Guard.admit``
+makes it first). Anything else is the slow path's, unchanged.
 """
 
 from __future__ import annotations
@@ -39,9 +40,11 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from s3proxy import logging as log
 from s3proxy.access.guard import PrivateSend
+from s3proxy.access.rules import Rule
+from s3proxy.access.verdict import Granted
 from s3proxy.cache import Cache, Entry
 from s3proxy.exchange import CAPTURE, Exchange, pick_headers
-from s3proxy.heads import AGE, template
+from s3proxy.heads import AGE, forwarded_client, template
 from s3proxy.outcome import Hit, Outcome
 from s3proxy.plan import Body, Headers, Plan
 
@@ -67,6 +70,8 @@ _JOINED = 16 * 1024  # a larger body is written beside its head, not copied afte
 #: (site, method, request target, the fields the site reads but :data:`_UNKEYED`, in order):
 #: what an answer depends on beyond the cache entry and the per-request fields.
 MemoKey = tuple[Any, bytes, bytes, tuple[tuple[bytes, bytes], ...]]
+#: An access grant: the rule, the key path it checked, the Vary it answered with.
+Grant = tuple[Rule, str, bytes]
 
 
 @dataclass(slots=True, eq=False)
@@ -84,6 +89,7 @@ class Answer:
     status: bytes = b""  # the status line
     raw_path: bytes = b""
     query: bytes = b""
+    grant: Grant | None = None  # replayed only to a request this grant's rule grants alike
     sent: int = 0
     mime: bytes = b""
     encoding: bytes = b""
@@ -123,6 +129,7 @@ class Capture:
     headers: Headers = field(default_factory=list)
     parts: list[bytes] = field(default_factory=list)
     size: int = 0
+    grants: list[Grant | None] = field(default_factory=list)
 
     # -- told by the Exchange --------------------------------------------------------------
 
@@ -138,6 +145,10 @@ class Capture:
 
     def rendered(self, plan: Plan, x: Exchange) -> None:
         self.plan, self.x = plan, x
+
+    def granted(self, grant: Grant | None) -> None:
+        """An access rule granted the request (``None``: a key other than the one asked)."""
+        self.grants.append(grant)
 
     # -- told by the protocol's send -------------------------------------------------------
 
@@ -174,8 +185,9 @@ class Capture:
         the entry and the key alone (no access rule granted it: that depends on who asks; no
         multipart body: its boundary is random)."""
         x, entry, plan, status = self.x, self.entry, self.plan, self.status
-        if x is not None and type(x.send) is PrivateSend:
-            self.fast.decline(self.key)  # granted: so is every later request of this key
+        grants = self.grants
+        if x is not None and type(x.send) is PrivateSend and (len(grants) != 1 or not grants[0]):
+            self.fast.decline(self.key)  # granted otherwise than by the key's one rule
             return
         if x is None or entry is None or plan is None or self.reads != 1 or x.cache != "hit":
             return
@@ -189,7 +201,9 @@ class Capture:
         if head is not None:
             body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
             cache = self.site.readthrough.cache
-            self.fast.keep(self.key, Answer(entry, cache, status, head, body, x))
+            answer = Answer(entry, cache, status, head, body, x)
+            answer.grant = grants[0] if grants else None
+            self.fast.keep(self.key, answer)
 
 
 async def _keep_scope(scope: Any, receive: Any, send: Any) -> None:
@@ -203,8 +217,7 @@ class FastPath:
     def __init__(self, site: Site | None, hosting: Hosting | None) -> None:
         self.site, self.hosting = site, hosting
         self.memo: dict[MemoKey, Answer] = {}
-        #: Keys an access rule decides: never kept, so not captured either (a capture costs
-        #: a protected hit a sixth of its rate). Emptied with the memo.
+        #: Keys granted otherwise than by their one rule: never kept, so not captured either.
         self.declined: set[MemoKey] = set()
         #: Requests answered here (tests read it: the fast path did serve).
         self.answered = 0
@@ -290,7 +303,7 @@ class FastPath:
         scope = protocol.scope
         client = scope["client"]
         if self._proxy is not None and b"x-forwarded-for" in picked:
-            client = _forwarded_client(self._proxy, scope)
+            client = forwarded_client(self._proxy, scope)
         site = self.site if self.hosting is None else self._route(headers, client)
         if site is None:
             return False
@@ -302,6 +315,12 @@ class FastPath:
         now = time.time()
         if answer.cache.get(entry.key) is not entry or not now < entry.expires_at:
             return Capture(self, key, site)
+        if (grant := answer.grant) is not None:  # the rule's check, as Guard.admit makes it
+            rule, path, vary = grant
+            assert site.guard is not None
+            verdict = site.guard.gate.quick(rule, picked, path, answer.query, now)
+            if type(verdict) is not Granted or verdict.vary != vary:
+                return False  # the slow path decides (and answers 401, 403, ...)
         scope["client"] = client
         self._send(protocol, site, scope, picked, method, answer, now, started)
         return True
@@ -365,18 +384,6 @@ class FastPath:
             self._dates = defaults
             self._date_bytes = b"".join(b"%s: %s\r\n" % (n.lower(), v) for n, v in defaults)
         return self._date_bytes
-
-
-def _forwarded_client(proxy: Any, scope: dict[str, Any]) -> Any:
-    """The client uvicorn's ProxyHeadersMiddleware makes of ``scope``'s X-Forwarded-For: the
-    middleware itself, on a copy (its app only returns, so one step runs it to the end)."""
-    probe = {"type": "http", "client": scope["client"], "headers": scope["headers"]}
-    step = proxy(probe, None, None)
-    try:
-        step.send(None)
-    except StopIteration:
-        return probe["client"]
-    raise RuntimeError("ProxyHeadersMiddleware waited")  # pragma: no cover
 
 
 def find(app: Any) -> FastPath | None:

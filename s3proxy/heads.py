@@ -1,11 +1,14 @@
-"""A response head as uvicorn writes it, kept as bytes with slots for the fields each request
-renders anew (``Age``, ``x-request-id``): what :mod:`s3proxy.fastpath` replays. Pure."""
+"""What :mod:`s3proxy.fastpath` does as uvicorn does: a response head as uvicorn writes it, kept
+as bytes with slots for the fields each request renders anew (``Age``, ``x-request-id``), and
+the client uvicorn's ``ProxyHeadersMiddleware`` makes of a request. Pure."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from s3proxy.plan import Headers
 
-__all__ = ["AGE", "RID", "template"]
+__all__ = ["AGE", "RID", "forwarded_client", "template"]
 
 #: The slots of a head.
 AGE, RID = 0, 1
@@ -33,3 +36,15 @@ def template(
             pending += [name, b": ", item[1], b"\r\n"]
     parts.append(b"".join(pending))
     return tuple(parts) if length else None
+
+
+def forwarded_client(proxy: Any, scope: dict[str, Any]) -> Any:
+    """The client uvicorn's ProxyHeadersMiddleware makes of ``scope``'s X-Forwarded-For: the
+    middleware itself, on a copy (its app only returns, so one step runs it to the end)."""
+    probe = {"type": "http", "client": scope["client"], "headers": scope["headers"]}
+    step = proxy(probe, None, None)
+    try:
+        step.send(None)
+    except StopIteration:
+        return probe["client"]
+    raise RuntimeError("ProxyHeadersMiddleware waited")  # pragma: no cover

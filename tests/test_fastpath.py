@@ -238,7 +238,7 @@ CORPUS: list[tuple[str, bytes, bool]] = [
     ("management", request("/_proxy/nothing-here"), False),
     ("guarded-public", request("/index.html", host="guarded.test"), True),
     ("guarded-denied", request("/private/secret.txt", host="guarded.test"), False),
-    ("guarded-allowed", request("/private/secret.txt", host="guarded.test", **ANN), False),
+    ("guarded-allowed", request("/private/secret.txt", host="guarded.test", **ANN), True),
     ("traversal", request("/%2e%2e/index.html"), False),
     ("listing", request("/folder/", host="docs.test"), False),
     ("listing-json", request("/folder/", host="docs.test", Accept="application/json"), False),
@@ -426,11 +426,14 @@ def _request_lines(pair: Pair) -> dict[str, dict[str, Any]]:
     return lines
 
 
-def test_a_granted_path_is_neither_kept_nor_captured_again(pair: Pair) -> None:
-    """An answer an access rule granted is not kept; its key is remembered, so the next
-    requests go to the slow path without the cost of a capture (and still alike)."""
-    raw = request("/private/secret.txt", host="guarded.test", **ANN)
-    warm(pair, [raw])
-    declined = [key for key in pair.fast.declined if key[2] == b"/private/secret.txt"]
-    assert declined and not any(key in pair.fast.memo for key in declined)
-    assert both(pair, [raw])[2] == 0
+def test_a_granted_answer_is_replayed_only_to_whom_the_rule_grants(pair: Pair) -> None:
+    """An answer a rule granted is kept with its rule: replayed to a request the rule's own
+    check grants (the same credentials), never to one without them or with wrong ones, which
+    the slow path answers (401), alike on both servers."""
+    path = "/private/secret.txt"
+    warm(pair, [request(path, host="guarded.test", **ANN)])
+    assert both(pair, [request(path, host="guarded.test", **ANN)])[2] == 1
+    wrong = basic("ann", "not her password")
+    for raw in (request(path, host="guarded.test"), request(path, host="guarded.test", **wrong)):
+        slow, _, answered = both(pair, [raw])
+        assert answered == 0 and slow[0].status == 401

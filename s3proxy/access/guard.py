@@ -118,6 +118,8 @@ class Guard:
             verdict = await gate.decide(rule, self._asking(x, key.key), x.now)
         if type(verdict) is Granted:
             make_private(x, verdict.vary)
+            if x.capture is not None:  # the fast path may replay it to whom this rule grants
+                x.capture.granted((rule, path, verdict.vary))
             return True
         assert isinstance(verdict, Answer)
         await self.refuse(x, verdict)
@@ -142,6 +144,8 @@ class Guard:
         if type(verdict) is not Granted:
             return False
         make_private(x, verdict.vary)
+        if x.capture is not None:  # another key's grant: not one the fast path replays
+            x.capture.granted(None)
         return True
 
     async def page(self, x: Exchange) -> None:
