@@ -59,7 +59,6 @@ _WANTED = frozenset(
 #: What the request line keeps of the path (keys longer than S3's 1,024 bytes get 414).
 PATH_MAX = 1024
 
-_NO_HEADERS: Headers = []
 #: The scope key of a request's fast-path capture (:class:`s3proxy.fastpath.Capture`).
 CAPTURE = "s3proxy.capture"
 
