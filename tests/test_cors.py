@@ -19,7 +19,8 @@ from s3proxy.cli import main
 from s3proxy.config import Config
 from s3proxy.cors import Cors, CorsPolicy, parse
 from s3proxy.sitesfile import SitesFileError, load
-from tests.servers import KEY_ID, REGION, SECRET, ProxyServer, S3Server, free_port
+from tests.conftest import proxy_config
+from tests.servers import ProxyServer, S3Server, free_port
 
 APP = "https://app.example"
 PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
@@ -156,18 +157,8 @@ def proxy(
     htpasswd.write_text("")
     sites = tmp / "sites.toml"
     sites.write_text(SITES.format(bucket=bucket, htpasswd=htpasswd))
-    config = Config.build(
-        region=REGION,
-        key=KEY_ID,
-        secret=SECRET,
-        endpoint_url=s3.endpoint_url,
-        path_style=True,
-        port=free_port(),
-        threads=1,
-        cache_dir=str(tmp / "cache"),
-        log_dir=None,
-        auth_key="test-token",
-        sites_file=str(sites),
+    config = proxy_config(
+        s3, tmp / "cache", port=free_port(), auth_key="test-token", sites_file=str(sites)
     )
     server = ProxyServer(config).start()
     yield server

@@ -19,7 +19,8 @@ from s3proxy.listing import File, FolderPage, Listing, build, folders_above, hre
 from s3proxy.origin import RETRY_ATTEMPTS
 from s3proxy.sitesfile import parse
 from tests.access_helpers import basic, htpasswd_line
-from tests.servers import KEY_ID, REGION, SECRET, Fault, ProxyServer, S3Server, free_port
+from tests.conftest import proxy_config
+from tests.servers import Fault, ProxyServer, S3Server, free_port
 from tests.test_website import raw_get
 
 # -- pure -------------------------------------------------------------------------------------
@@ -174,18 +175,8 @@ def proxy(
         "listing = true\n"
         f'[sites.stale]\nhosts = ["stale.test"]\nbucket = "{bucket}"\nlisting = true\nttl = 0\n'
     )
-    config = Config.build(
-        sites_file=str(sites),
-        region=REGION,
-        key=KEY_ID,
-        secret=SECRET,
-        endpoint_url=s3.endpoint_url,
-        path_style=True,
-        port=free_port(),
-        threads=1,
-        cache_dir=str(folder / "cache"),
-        log_dir=None,
-        auth_key="test-token",
+    config = proxy_config(
+        s3, folder / "cache", port=free_port(), auth_key="test-token", sites_file=str(sites)
     )
     server = ProxyServer(config).start()
     yield server
