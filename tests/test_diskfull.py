@@ -28,6 +28,7 @@ from s3proxy import readthrough
 from s3proxy.cache import files, object_hash
 from s3proxy.cache.faults import DiskFaults
 from tests.servers import Fault, ProxyServer, S3Server
+from tests.sink_servers import wait_for
 
 StartProxy = Callable[..., ProxyServer]
 SIZE = 2_000_000  # above the memory tier: the body is read back from its file
@@ -146,8 +147,11 @@ class Disk:
         return full
 
     def files(self) -> list[str]:
-        """The names of the cache's body files."""
+        """The names of the cache's body files, once no fill is running (a miss is answered
+        before its file is committed)."""
         assert self.proxy is not None
+        readthrough = self.proxy.app.resources.site.readthrough
+        wait_for(lambda: not readthrough.busy, what="the proxy's fills done")
         objects = Path(self.proxy.config.cache.cache_dir) / "objects"
         return sorted(p.name for p in objects.iterdir())
 
