@@ -405,7 +405,7 @@ def test_redis_flushed_clears_each_instance_once(
     with structlog.testing.capture_logs() as logs:
         with redis_server.client() as client:
             client.flushall()
-        wait_for(lambda: bodies(servers, "/page.html") == [b"v2", b"v2"], what="both cleared")
+        wait_for(lambda: bodies(servers, "/page.html") == [b"v2", b"v2"], 30, "both cleared")
         config = away.config
         servers.append(
             start_proxy(

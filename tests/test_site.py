@@ -21,6 +21,7 @@ import pytest
 
 from s3proxy.cache import object_hash
 from tests.servers import Fault, ProxyServer, S3Server
+from tests.sink_servers import wait_for
 
 Put = Callable[..., None]
 StartProxy = Callable[..., ProxyServer]
@@ -626,6 +627,8 @@ def test_broken_body_aborts_and_is_not_cached(
     assert r.status_code == 200
     assert r.content == body
     assert s3.gets(bucket, "video.bin") == 2
+    readthrough = proxy.app.resources.site.readthrough  # answered before its commit
+    wait_for(lambda: not readthrough.busy, what="the fill committed")
     assert stored.read_bytes() == body
 
 
