@@ -549,6 +549,8 @@ def test_range_as_first_request_caches_the_whole_object(
         assert full.content == BIG
     assert s3.gets(bucket, "big.bin") == 1
     stored = Path(proxy.config.cache.cache_dir) / "objects" / object_hash(bucket, "big.bin")
+    readthrough = proxy.app.resources.site.readthrough  # answered before its commit
+    wait_for(lambda: not readthrough.busy, what="the fill committed")
     assert stored.read_bytes() == BIG
 
 
