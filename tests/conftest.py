@@ -48,6 +48,16 @@ def put(s3: S3Server, bucket: str) -> Callable[..., None]:
     return put_object
 
 
+def seeded_bucket(s3: S3Server, prefix: str, objects: dict[str, bytes]) -> str:
+    """A new bucket named ``prefix-N`` holding ``objects`` (key -> body): a module's fixture."""
+    name = f"{prefix}-{next(_bucket_numbers)}"
+    client = s3.client()
+    client.create_bucket(Bucket=name)
+    for key, body in objects.items():
+        client.put_object(Bucket=name, Key=key, Body=body)
+    return name
+
+
 def proxy_config(s3: S3Server, cache_dir: Path, **settings: Any) -> Config:
     """A Config that points s3proxy at the test S3 server, one worker, no log file."""
     return Config.build(

@@ -4,7 +4,6 @@ real uvicorn server (sites by Host) and moto, shared by the module's tests."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -19,13 +18,12 @@ from s3proxy.cli import main
 from s3proxy.config import Config
 from s3proxy.cors import Cors, CorsPolicy, parse
 from s3proxy.sitesfile import SitesFileError, load
-from tests.conftest import proxy_config
+from tests.conftest import proxy_config, seeded_bucket
 from tests.servers import ProxyServer, S3Server, free_port
 
 APP = "https://app.example"
 PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 AUTH = {"authorization": "Bearer test-token"}
-_numbers = itertools.count()
 
 
 # -- the policy, pure --------------------------------------------------------------------------
@@ -134,18 +132,14 @@ PAGE = b"<p>" + b"page " * 400 + b"</p>"  # compressible: Vary: Accept-Encoding
 
 @pytest.fixture(scope="module")
 def bucket(s3: S3Server) -> str:
-    name = f"cors-{next(_numbers)}"
-    client = s3.client()
-    client.create_bucket(Bucket=name)
-    for key, body in [
-        ("page.html", PAGE),
-        ("data.bin", bytes(range(256))),
-        ("404.html", b"<p>not here</p>"),
-        ("docs/index.html", b"<p>docs</p>"),
-        ("private/secret.html", b"secret"),
-    ]:
-        client.put_object(Bucket=name, Key=key, Body=body)
-    return name
+    objects = {
+        "page.html": PAGE,
+        "data.bin": bytes(range(256)),
+        "404.html": b"<p>not here</p>",
+        "docs/index.html": b"<p>docs</p>",
+        "private/secret.html": b"secret",
+    }
+    return seeded_bucket(s3, "cors", objects)
 
 
 @pytest.fixture(scope="module")

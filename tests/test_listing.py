@@ -4,7 +4,6 @@ bound, access rules, pagination and truncation, caching for the TTL, purges, S3 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import urljoin
@@ -19,7 +18,7 @@ from s3proxy.listing import File, FolderPage, Listing, build, folders_above, hre
 from s3proxy.origin import RETRY_ATTEMPTS
 from s3proxy.sitesfile import parse
 from tests.access_helpers import basic, htpasswd_line
-from tests.conftest import proxy_config
+from tests.conftest import proxy_config, seeded_bucket
 from tests.servers import Fault, ProxyServer, S3Server, free_port
 from tests.test_website import raw_get
 
@@ -140,18 +139,12 @@ OBJECTS = {
     "private/secret.txt": b"secret",
     "root.txt": b"root",
 }
-_numbers = itertools.count()
 
 
 @pytest.fixture(scope="module")
 def bucket(s3: S3Server) -> str:
     """One bucket for the module's tests, holding :data:`OBJECTS`."""
-    name = f"listing-{next(_numbers)}"
-    client = s3.client()
-    client.create_bucket(Bucket=name)
-    for key, body in OBJECTS.items():
-        client.put_object(Bucket=name, Key=key, Body=body)
-    return name
+    return seeded_bucket(s3, "listing", OBJECTS)
 
 
 @pytest.fixture(scope="module")
