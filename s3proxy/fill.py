@@ -47,6 +47,9 @@ class Fill:
     #: headers sent while it arrives and those of the stored copy agree.
     expires_at: float = 0.0
     tmp_path: str = ""
+    #: The whole body, verified, when it was read before the fill answered (a small one):
+    #: readers send it from memory (see :meth:`ReadThrough._store`).
+    whole: bytes | None = None
     written: int = 0
     error: BaseException | None = None
     entry: Entry | None = None
@@ -87,6 +90,9 @@ class Fill:
         response short. Raises :class:`OriginBodyError` if the body cannot be completed (the
         caller must abort its client's connection)."""
         assert self.meta is not None
+        if self.whole is not None:
+            yield self.whole
+            return
         fd = self._open()
         try:
             offset, size = 0, self.meta.size

@@ -42,6 +42,9 @@ from s3proxy.outcome import Filling, Hit, Missing, Outcome, PassThrough, Revalid
 
 #: The shortest interval between two ``cache_cannot_store`` warnings, in seconds.
 STORE_RETRY = 10.0
+#: Bodies up to this many bytes are answered from memory before their file exists (see
+#: :meth:`ReadThrough._store`).
+SMALL_BODY = 64 * 1024
 
 _logger = log.get_logger("s3proxy.cache")
 
@@ -238,16 +241,36 @@ class ReadThrough:
         the fill's S3 response is closed and its readers take the rest from S3 themselves
         (:meth:`Fill.body`): one extra ranged GET per reader past that point, instead of
         relaying one response to readers of different speeds, which would need unbounded
-        memory or would let the slowest reader hold up the others."""
-        writer = self._begin_write(self.namespace + fill.key, obj.meta.size)
-        if writer is None:
-            return pass_through(fill, obj, self.expires_at(obj.meta, time.time()))
-        fill.meta, fill.tmp_path = obj.meta, writer.tmp_path
-        fill.expires_at = self.expires_at(obj.meta, time.time())
-        fill.headers.set_result(Filling(fill))
-        try:
-            body = await self._write_body(fill, obj, writer)
+        memory or would let the slowest reader hold up the others.
+
+        A body of at most :data:`SMALL_BODY` bytes is read whole and verified first: its
+        readers send it from memory right behind its head, and its file is created, written
+        and committed after they have (creating a file took 0.05–0.3 ms of a miss here). A
+        failed one then fails before any response starts (a 502, not a cut-off 200); one
+        the cache cannot store leaves the fill's ``write_failed``, its readers served."""
+        meta = obj.meta
+        fill.meta, fill.expires_at = meta, self.expires_at(meta, time.time())
+        small = meta.size <= SMALL_BODY
+        if small:
+            fill.whole = b"".join([chunk async for chunk in obj.chunks()])
+            fill.written = len(fill.whole)
+            fill.headers.set_result(Filling(fill))
             await _readers_first()
+        writer = self._begin_write(self.namespace + fill.key, meta.size)
+        if writer is None and small:
+            fill.write_failed = True
+            return fill._notify()
+        if writer is None:
+            return pass_through(fill, obj, fill.expires_at)
+        try:
+            if fill.whole is not None:
+                writer.write(fill.whole)
+                body = fill.whole if meta.size <= self.cache.memory_object_size else None
+            else:
+                fill.tmp_path = writer.tmp_path
+                fill.headers.set_result(Filling(fill))
+                body = await self._write_body(fill, obj, writer)
+                await _readers_first()
             if self.cache.over_budget(obj.meta.size):  # --cache-max-size holds at each commit
                 await asyncio.to_thread(self.cache.make_room, obj.meta.size)
             fill.entry = self.cache.commit(

@@ -28,12 +28,13 @@ async def _get_many(url: str, n: int) -> list[httpx.Response]:
         return await asyncio.gather(*(client.get(url) for _ in range(n)))
 
 
+@pytest.mark.parametrize("size", [4096, 700_000], ids=["small", "streamed"])
 def test_concurrent_misses_make_one_origin_get(
-    s3: S3Server, bucket: str, put: Callable[..., None], proxy: ProxyServer
+    s3: S3Server, bucket: str, put: Callable[..., None], proxy: ProxyServer, size: int
 ) -> None:
     """50 clients asking for the same cold key at once cause exactly one S3 GetObject, and
-    every client gets every byte."""
-    body = os.urandom(700_000)
+    every client gets every byte (a small body from memory, a larger one from its file)."""
+    body = os.urandom(size)
     put("video.bin", body)
     s3.faults.append(Fault("/video.bin", delay=0.3))
     responses = asyncio.run(_get_many(f"{proxy.url}/video.bin", 50))
