@@ -91,7 +91,8 @@ class Fill:
         caller must abort its client's connection)."""
         assert self.meta is not None
         if self.whole is not None:
-            yield self.whole
+            if self.whole:  # as from a file: no chunk for an empty body
+                yield self.whole
             return
         fd = self._open()
         try:
