@@ -18,7 +18,7 @@ from s3proxy import logging as log
 from s3proxy.access.signed import strip, strip_url
 from s3proxy.outcome import NO_CACHE, Outcome
 from s3proxy.plan import Body, Headers, Plan
-from s3proxy.record import Network, RequestRecord, client_ip, forwarded_request_id
+from s3proxy.record import Network, Recorder, RequestRecord, client_ip, forwarded_request_id
 from s3proxy.responses import send_body, send_empty, send_stream, send_text
 
 if TYPE_CHECKING:
@@ -76,6 +76,76 @@ def pick_headers(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
     return picked
 
 
+def request_id_for(
+    headers: dict[bytes, bytes], peer: str | None, trusted: tuple[Network, ...]
+) -> bytes:
+    """The request id of a request with (picked) ``headers`` from ``peer``: the
+    ``X-Request-Id`` of a trusted proxy (:func:`s3proxy.record.forwarded_request_id`), else
+    a new one."""
+    forwarded = headers.get(b"x-request-id")
+    if forwarded is not None:
+        forwarded = forwarded_request_id(forwarded, peer, trusted)
+    return forwarded or log.request_id()
+
+
+@dataclass(slots=True, eq=False)
+class Said:
+    """What a request's line and metrics record say of its answer, not of who asked: made
+    once per request on the slow path (:meth:`Exchange.said`), once per answer the fast path
+    replays (:mod:`s3proxy.fastpath`)."""
+
+    line: log.Fixed
+    mime: str
+    compressed: bool
+    origin_bytes: int
+
+
+def account(
+    said: Said,
+    headers: dict[bytes, bytes],
+    peer: str | None,
+    trusted: tuple[Network, ...],
+    request_id: bytes,
+    http_version: str,
+    elapsed: float,
+    recorder: Recorder | None,
+) -> None:
+    """Write the request line of ``said``'s answer to a request with (picked) ``headers``
+    from ``peer`` answered in ``elapsed`` seconds, and give ``recorder`` its metrics record:
+    every request's, whichever path answered it."""
+    ip = client_ip(headers.get(b"x-real-ip"), headers.get(b"x-forwarded-for"), peer, trusted)
+    get, line = headers.get, said.line
+    host, referrer, agent = get(b"host"), get(b"referer"), get(b"user-agent")
+    log.write(
+        line,
+        round(elapsed * 1000, 3),
+        ip,
+        # Whole, as nginx logs them: the server bounds the head (--max-header-size).
+        host.decode("latin-1") if host else "",
+        strip_url(referrer).decode("latin-1") if referrer else "",  # a signed link's too
+        agent.decode("latin-1") if agent else "",
+        request_id.decode("latin-1"),
+        http_version,
+    )
+    if recorder is not None:
+        recorder.emit(
+            RequestRecord(
+                timestamp=time.time() - elapsed,
+                method=line.method,
+                resource=line.path,
+                mime_type=said.mime,
+                ip=ip,
+                size=line.sent,
+                duration_us=int(elapsed * 1_000_000),
+                status=line.status,
+                cache=line.cache,
+                compressed=said.compressed,
+                origin_bytes=said.origin_bytes,
+                site=line.site,
+            )
+        )
+
+
 @dataclass(slots=True, eq=False)
 class Exchange:
     """A request (``scope``, its picked ``headers``) and the account of its answer."""
@@ -120,69 +190,43 @@ class Exchange:
         if headers is None:
             headers = pick_headers(scope["headers"])
         x = cls(scope, send, headers, scope["method"])
-        forwarded = headers.get(b"x-request-id")
-        if forwarded is not None:
-            client = scope.get("client")
-            forwarded = forwarded_request_id(forwarded, client[0] if client else None, trusted)
-        x.request_id = forwarded or log.request_id()
+        client = scope.get("client")
+        x.request_id = request_id_for(headers, client[0] if client else None, trusted)
         x.common = [(b"x-request-id", x.request_id)]
         x.capture = scope.get(CAPTURE)
         return x
 
-    def log_line(
-        self, elapsed: float, trusted: tuple[Network, ...], site: str = ""
-    ) -> tuple[str, str]:
-        """Write the request line for a request to ``site`` answered in ``elapsed`` seconds;
-        returns the client's address and the path (truncated as in the line) for the metrics
-        record."""
-        scope, headers = self.scope, self.headers
-        client = scope.get("client")
-        ip = client_ip(
-            headers.get(b"x-real-ip"),
-            headers.get(b"x-forwarded-for"),
-            client[0] if client else None,
-            trusted,
-        )
-        path = scope["raw_path"].decode("latin-1")[:PATH_MAX]
-        get = headers.get
-        host, referrer, agent = get(b"host"), get(b"referer"), get(b"user-agent")
-        log.request(
+    def said(self, site: str = "", sent: int | None = None) -> Said:
+        """What the request's line and record say of its answer, for a request to ``site``
+        (``sent``: the body's bytes, when its send has not returned to count them)."""
+        scope, query = self.scope, self.scope["query_string"]
+        line = log.Fixed(
             self.method,
-            path,
+            scope["raw_path"].decode("latin-1")[:PATH_MAX],
             self.status,
-            self.sent,
-            round(elapsed * 1000, 3),
+            self.sent if sent is None else sent,
             self.cache,
-            ip,
-            # Whole, as nginx logs them: the server bounds the head (--max-header-size).
-            host.decode("latin-1") if host else "",
             # A signed link's signature is a credential: never in a log line.
-            strip(query).decode("latin-1") if (query := scope["query_string"]) else "",
-            strip_url(referrer).decode("latin-1") if referrer else "",
-            agent.decode("latin-1") if agent else "",
+            strip(query).decode("latin-1") if query else "",
             self.encoding.decode("latin-1") if self.encoding else "",
-            self.request_id.decode("latin-1"),
-            scope["http_version"],
             site,
         )
-        return ip, path
+        return Said(line, self.mime.decode("latin-1"), self.compressed, self.origin_bytes)
 
-    def record(self, elapsed: float, ip: str, path: str, site: str) -> RequestRecord:
-        """The metrics record of the request (``ip``, ``path``: as :meth:`log_line` gave)."""
-        return RequestRecord(
-            timestamp=time.time() - elapsed,
-            method=self.method,
-            resource=path,
-            mime_type=self.mime.decode("latin-1"),
-            ip=ip,
-            size=self.sent,
-            duration_us=int(elapsed * 1_000_000),
-            status=self.status,
-            cache=self.cache,
-            compressed=self.compressed,
-            origin_bytes=self.origin_bytes,
-            site=site,
-        )
+    def account(
+        self,
+        elapsed: float,
+        trusted: tuple[Network, ...],
+        site: str = "",
+        recorder: Recorder | None = None,
+    ) -> None:
+        """Write the request line of a request to ``site`` answered in ``elapsed`` seconds,
+        and give ``recorder`` its metrics record (see :func:`account`)."""
+        client = self.scope.get("client")
+        peer = client[0] if client else None
+        version = self.scope["http_version"]
+        said = self.said(site)
+        account(said, self.headers, peer, trusted, self.request_id, version, elapsed, recorder)
 
     def note(self, outcome: Outcome) -> None:
         """Account for what the read-through did. Several reads make one request (the key,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -43,7 +43,7 @@ from s3proxy.access.guard import PrivateSend
 from s3proxy.access.rules import Rule
 from s3proxy.access.verdict import Granted
 from s3proxy.cache import Cache, Entry
-from s3proxy.exchange import CAPTURE, Exchange, pick_headers
+from s3proxy.exchange import CAPTURE, Exchange, Said, account, pick_headers, request_id_for
 from s3proxy.heads import AGE, forwarded_client, template
 from s3proxy.outcome import Hit, Outcome
 from s3proxy.plan import Body, Headers, Plan
@@ -78,29 +78,20 @@ Grant = tuple[Rule, str, bytes]
 class Answer:
     """An answer the slow path wrote for a fresh hit, ready to be written again while ``entry``
     is the cache's: ``head`` (bytes, and the slots of :mod:`s3proxy.heads`), ``body``, and
-    what the request's account said (``x``: its exchange)."""
+    what the request's line and record said of it (``said``)."""
 
     entry: Entry
     cache: Cache
     code: int  # the status
     head: tuple[bytes | int, ...]
     body: bytes  # b"" for HEAD, 304, 412
-    x: InitVar[Exchange]
+    said: Said
+    query: bytes  # the request's (an access rule's check reads it)
     status: bytes = b""  # the status line
-    raw_path: bytes = b""
-    query: bytes = b""
     grant: Grant | None = None  # replayed only to a request this grant's rule grants alike
-    sent: int = 0
-    mime: bytes = b""
-    encoding: bytes = b""
-    compressed: bool = False
 
-    def __post_init__(self, x: Exchange) -> None:
+    def __post_init__(self) -> None:
         self.status = STATUS_LINE[self.code]
-        self.raw_path, self.query = x.scope["raw_path"], x.scope["query_string"]
-        # The body as sent (the exchange counts it once its send returns, after this).
-        self.sent, self.mime, self.encoding = len(self.body), x.mime, x.encoding
-        self.compressed = x.compressed
 
     def own_bytes(self) -> int:
         """The body's bytes, unless the entry holds them too (in memory, or as a variant)."""
@@ -200,8 +191,9 @@ class Capture:
         head = template(self.headers, age, x.common[0], chunked)
         if head is not None:
             body = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-            cache = self.site.readthrough.cache
-            answer = Answer(entry, cache, status, head, body, x)
+            cache, site = self.site.readthrough.cache, self.site
+            said = x.said(site.name, len(body))  # the exchange counts it after this
+            answer = Answer(entry, cache, status, head, body, said, x.scope["query_string"])
             answer.grant = grants[0] if grants else None
             self.fast.keep(self.key, answer)
 
@@ -300,10 +292,9 @@ class FastPath:
         keyed: tuple[tuple[bytes, bytes], ...] = ()
         if not _UNKEYED.issuperset(picked):
             keyed = tuple([item for item in picked.items() if item[0] not in _UNKEYED])
-        scope = protocol.scope
-        client = scope["client"]
+        client = protocol.client
         if self._proxy is not None and b"x-forwarded-for" in picked:
-            client = forwarded_client(self._proxy, scope)
+            client = forwarded_client(self._proxy, client, headers)
         site = self.site if self.hosting is None else self._route(headers, client)
         if site is None:
             return False
@@ -321,8 +312,7 @@ class FastPath:
             verdict = site.guard.gate.quick(rule, picked, path, answer.query, now)
             if type(verdict) is not Granted or verdict.vary != vary:
                 return False  # the slow path decides (and answers 401, 403, ...)
-        scope["client"] = client
-        self._send(protocol, site, scope, picked, method, answer, now, started)
+        self._send(protocol, site, client, picked, answer, now, started)
         return True
 
     def _route(self, headers: list[tuple[bytes, bytes]], client: Any) -> Site | None:
@@ -340,20 +330,16 @@ class FastPath:
         self,
         protocol: Any,
         site: Site,
-        scope: dict[str, Any],
+        client: Any,
         picked: dict[bytes, bytes],
-        method: bytes,
         answer: Answer,
         now: float,
         started: float,
     ) -> None:
         """Write ``answer`` as uvicorn writes a response; account for it as the site does."""
         version = protocol.parser.get_http_version()
-        scope["method"] = "GET" if method == b"GET" else "HEAD"
-        scope["raw_path"], scope["query_string"] = answer.raw_path, answer.query
-        if version != "1.1":
-            scope["http_version"] = version
-        x = Exchange.begin(scope, None, site.trusted, picked)
+        peer = client[0] if client else None
+        rid = request_id_for(picked, peer, site.trusted)
         head = [answer.status, self._date(protocol.server_state.default_headers)]
         for part in answer.head:
             if type(part) is bytes:
@@ -361,7 +347,7 @@ class FastPath:
             elif part == AGE:
                 head.append(b"age: %d\r\n" % max(0, int(now - answer.entry.stored_at)))
             else:
-                head += [b"x-request-id: ", x.request_id, b"\r\n"]
+                head += [b"x-request-id: ", rid, b"\r\n"]
         keep_alive = version != "1.0" and protocol.parser.should_keep_alive()
         if not keep_alive:
             head.append(_CLOSE)
@@ -374,9 +360,9 @@ class FastPath:
             transport.write(b"".join(head))
         self.answered += 1
         protocol.answered(keep_alive)
-        x.sent, x.mime, x.encoding = answer.sent, answer.mime, answer.encoding
-        x.status, x.cache, x.compressed = answer.code, "hit", answer.compressed
-        site._account(x, time.perf_counter() - started)
+        site.counts["hit"] += 1  # as Site._account counts
+        elapsed = time.perf_counter() - started
+        account(answer.said, picked, peer, site.trusted, rid, version, elapsed, site.recorder)
 
     def _date(self, defaults: list[tuple[bytes, bytes]]) -> bytes:
         """uvicorn's default headers (``date``, renewed every second) as it writes them."""

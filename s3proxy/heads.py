@@ -38,10 +38,11 @@ def template(
     return tuple(parts) if length else None
 
 
-def forwarded_client(proxy: Any, scope: dict[str, Any]) -> Any:
-    """The client uvicorn's ProxyHeadersMiddleware makes of ``scope``'s X-Forwarded-For: the
-    middleware itself, on a copy (its app only returns, so one step runs it to the end)."""
-    probe = {"type": "http", "client": scope["client"], "headers": scope["headers"]}
+def forwarded_client(proxy: Any, client: Any, headers: list[tuple[bytes, bytes]]) -> Any:
+    """The client uvicorn's ProxyHeadersMiddleware makes of a request from ``client`` with
+    ``headers`` (its X-Forwarded-For): the middleware itself, on a probe scope (its app only
+    returns, so one step runs it to the end)."""
+    probe = {"type": "http", "client": client, "headers": headers}
     step = proxy(probe, None, None)
     try:
         step.send(None)

@@ -25,7 +25,7 @@ from s3proxy.config import Config
 from s3proxy.exchange import Exchange
 from s3proxy.origin import S3Client
 from s3proxy.readthrough import ReadThrough
-from s3proxy.record import Recorder, RequestRecord, Timing, is_trusted, parse_networks
+from s3proxy.record import Recorder, Timing, is_trusted, parse_networks
 from s3proxy.routing import Router
 from s3proxy.site import Site
 from s3proxy.sitesfile import HeaderRule, Sites, SiteSpec
@@ -217,20 +217,8 @@ class Hosting:
         x = Exchange.begin(scope, send, self.trusted)
         await x.respond_text(404, "No site is served at this host name")
         elapsed = time.perf_counter() - started
-        ip, path = x.log_line(elapsed, self.trusted)
-        if self.recorder is not None:
-            self.recorder.emit(
-                RequestRecord(
-                    timestamp=time.time() - elapsed,
-                    method=x.method,
-                    resource=path,
-                    mime_type="text/plain",
-                    ip=ip,
-                    size=x.sent,
-                    duration_us=int(elapsed * 1_000_000),
-                    status=404,
-                )
-            )
+        x.mime = b"text/plain"
+        x.account(elapsed, self.trusted, recorder=self.recorder)
 
 
 def _forwarded_host(headers: list[tuple[bytes, bytes]], host: bytes | None) -> bytes | None:

@@ -192,7 +192,7 @@ def accounted(app: ASGIApp, trusted: tuple[Network, ...]) -> ASGIApp:
                 x.status = 500  # what the server answers for us
             raise
         finally:
-            x.log_line(time.perf_counter() - started, trusted)
+            x.account(time.perf_counter() - started, trusted)
 
     return call
 

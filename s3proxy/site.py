@@ -108,9 +108,7 @@ class Site:
     def _account(self, x: Exchange, elapsed: float) -> None:
         """The request's log line and metrics record."""
         self.counts[x.cache] += 1
-        ip, path = x.log_line(elapsed, self.trusted, self.name)
-        if self.recorder is not None:
-            self.recorder.emit(x.record(elapsed, ip, path, self.name))
+        x.account(elapsed, self.trusted, self.name, self.recorder)
 
     async def _dispatch(self, x: Exchange) -> None:
         if x.method == "OPTIONS":

@@ -54,7 +54,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from s3proxy.logging import lines
 from s3proxy.logging import sink as _sinks
-from s3proxy.logging.lines import request, request_id
+from s3proxy.logging.lines import Fixed, request, request_id, write
 from s3proxy.logging.sink import BUFFER_BYTES, DailyFile, Sink
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUFFER_BYTES",
+    "Fixed",
     "LOG_FORMATS",
     "REDACTED",
     "close",
@@ -73,6 +74,7 @@ __all__ = [
     "redact_url",
     "request",
     "request_id",
+    "write",
 ]
 
 REDACTED = "[redacted]"

@@ -41,6 +41,40 @@ def install(target: Sink | None, log_format: str, render: Render | None = None) 
     _render = None if log_format in ("json", "combined") else render
 
 
+class Fixed:
+    """What a request line says of the answer rather than of who asked (the method, path and
+    query, status, bytes, cache outcome, encoding, site), rendered once: :func:`write` adds
+    the rest. The fast path keeps one with each answer it replays (:mod:`s3proxy.fastpath`),
+    so its lines are this module's, made by the same two functions as every other."""
+
+    __slots__ = (
+        *("method", "path", "status", "sent", "cache", "query", "encoding", "site"),
+        *("_head", "_cache", "_query", "_encoding", "_site"),
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        sent: int,
+        cache: str,
+        query: str = "",
+        encoding: str = "",
+        site: str = "",
+    ) -> None:
+        self.method, self.path, self.status, self.sent = method, path, status, sent
+        self.cache, self.query, self.encoding, self.site = cache, query, encoding, site
+        # The JSON line's fragments, in the line's order (see :func:`write`). ``method`` is
+        # an HTTP token and ``cache`` one of our words, so neither can hold a quote or a
+        # backslash; the free text goes through the JSON escaper.
+        self._head = f'"method":"{method}","path":{_escape(path)},"status":{status},"bytes":{sent},'
+        self._cache = f'"cache":"{cache}",'
+        self._query = f'"query":{_escape(query) if query else _EMPTY},'
+        self._encoding = f'"encoding":{_escape(encoding) if encoding else _EMPTY},'
+        self._site = f'"site":{_escape(site)}}}'
+
+
 def request(
     method: str,
     path: str,
@@ -61,53 +95,68 @@ def request(
     """Buffer the request line ``{"ts", "level": "info", "event": "request", "method", "path",
     "status", "bytes", "duration_ms", "cache", "client_ip", "host", "query", "referrer",
     "user_agent", "encoding", "request_id", "site"}``; "" stands for a header that was not sent.
-
-    ``method`` is an HTTP token and ``cache`` one of our words, so neither can hold a quote or
-    a backslash; the free text goes through the JSON escaper. ``http_version`` is only in the
-    combined format. Never raises for any str, int or float.
+    ``http_version`` is only in the combined format. Never raises for any str, int or float.
     """
+    if _target is not None:
+        line = Fixed(method, path, status, sent, cache, query, encoding, site)
+        write(line, duration_ms, client_ip, host, referrer, user_agent, request_id, http_version)
+
+
+def write(
+    line: Fixed,
+    duration_ms: float,
+    client_ip: str,
+    host: str = "",
+    referrer: str = "",
+    user_agent: str = "",
+    request_id: str = "",
+    http_version: str = "1.1",
+) -> None:
+    """Buffer the request line of ``line``'s answer with the fields of this request (see
+    :func:`request`)."""
     sink = _target
     if sink is None:
         return
     now = _sinks.clock()
     if _combined:
         sink.write(
-            _combined_line(now, method, path, query, http_version, status, sent, client_ip)
+            _combined_line(
+                now, line.method, line.path, line.query, http_version, line.status, line.sent,
+                client_ip,
+            )
             + f' "{_clf(referrer or "-")}" "{_clf(user_agent or "-")}"'
-        )
+        )  # fmt: skip
         return
     ts = _timestamps.format(now)
     if _render is None:
         sink.write(
-            f'{{"ts":"{ts}","level":"info","event":"request",'
-            f'"method":"{method}","path":{_escape(path)},"status":{status},"bytes":{sent},'
-            f'"duration_ms":{duration_ms!r},"cache":"{cache}","client_ip":{_escape(client_ip)},'
-            # Query, referrer and encoding are mostly absent: "" needs no escaper's call.
-            f'"host":{_escape(host)},"query":{_escape(query) if query else _EMPTY},'
+            f'{{"ts":"{ts}","level":"info","event":"request",{line._head}'
+            f'"duration_ms":{duration_ms!r},{line._cache}"client_ip":{_escape(client_ip)},'
+            # Referrer is mostly absent: "" needs no escaper's call.
+            f'"host":{_escape(host)},{line._query}'
             f'"referrer":{_escape(referrer) if referrer else _EMPTY},'
-            f'"user_agent":{_escape(user_agent)},'
-            f'"encoding":{_escape(encoding) if encoding else _EMPTY},'
-            f'"request_id":{_escape(request_id)},"site":{_escape(site)}}}'
+            f'"user_agent":{_escape(user_agent)},{line._encoding}'
+            f'"request_id":{_escape(request_id)},{line._site}'
         )
         return
     fields: dict[str, object] = {
         "ts": ts,
         "level": "info",
         "event": "request",
-        "method": method,
-        "path": path,
-        "status": status,
-        "bytes": sent,
+        "method": line.method,
+        "path": line.path,
+        "status": line.status,
+        "bytes": line.sent,
         "duration_ms": duration_ms,
-        "cache": cache,
+        "cache": line.cache,
         "client_ip": client_ip,
         "host": host,
-        "query": query,
+        "query": line.query,
         "referrer": referrer,
         "user_agent": user_agent,
-        "encoding": encoding,
+        "encoding": line.encoding,
         "request_id": request_id,
-        "site": site,
+        "site": line.site,
     }
     sink.write(_render({k: v for k, v in fields.items() if v != ""}))  # for a human to read
 
