@@ -133,6 +133,7 @@ class StrictProtocol(HttpToolsProtocol):
     _host = b""  # the last of them
     _refused = False  # a refusal is sent or owed: nothing more is parsed
     _fast: fastpath.FastPath | None = None  # the app's fast path (None: off)
+    _in_url = False  # a message began and its head has not ended (its url is being read)
     _idle_since: float | None = None  # when the connection last became idle (None: busy)
 
     # The hit path pays on_header's one comparison per field more than uvicorn's and
@@ -158,6 +159,19 @@ class StrictProtocol(HttpToolsProtocol):
                 return
         self._feed(data)
 
+    def on_message_begin(self) -> None:
+        # uvicorn's begins the ASGI scope here; a request the fast path answers needs none,
+        # so it is begun in on_headers_complete, for the slow path only (see _begin_scope).
+        self.url, self.headers, self.expect_100_continue = b"", [], False
+        self._in_url = True
+
+    def _begin_scope(self) -> None:
+        """uvicorn's on_message_begin (its scope), late: keeps the head read so far."""
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+
     def on_header(self, name: bytes, value: bytes) -> None:
         # uvicorn's on_header (lower-case name, note Expect: 100-continue, keep the pair),
         # with Host counted on the way: one comparison, where a scan of the list afterwards
@@ -175,10 +189,12 @@ class StrictProtocol(HttpToolsProtocol):
         hosts, self._hosts = self._hosts, 0
         if hosts != 1 or self._host not in _valid_hosts or len(self.headers) > self.max_fields:
             self._check_head(hosts)  # raises Refusal, which stops the parser
+        self._in_url = False
         # A fresh hit is answered here (s3proxy.fastpath); else the app is, maybe captured.
         capture = self._fast.answer(self) if self._fast is not None else False
         if capture is True:
             return
+        self._begin_scope()
         HttpToolsProtocol.on_headers_complete(self)
         if capture:
             capture.watch(self)
@@ -339,10 +355,7 @@ class StrictProtocol(HttpToolsProtocol):
     def _log_refusal(self, refusal: Refusal) -> None:
         """The refused request's line: the headers are neither complete nor trusted, so the
         client is the peer and no header value appears."""
-        # uvicorn starts a scope when a message begins and puts the method in it when its
-        # head ends (which a refused head never reaches): a scope without one is ours.
-        began = self.scope is not None and "method" not in self.scope
-        url = self.url if began else b""
+        url = self.url if self._in_url else b""
         method = refusal.method or (self.parser.get_method().decode("latin-1") if url else "-")
         path = url[:_LOGGED_PATH].split(b"?", 1)[0].decode("latin-1") if url else "-"
         client = self.client[0] if self.client else "-"
