@@ -59,6 +59,11 @@ _WANTED = frozenset(
 #: What the request line keeps of the path (keys longer than S3's 1,024 bytes get 414).
 PATH_MAX = 1024
 
+#: The request lines' "who asked" parts kept (:func:`account`), and the largest kept: at most
+#: a few MB, however many clients there are.
+_WHOS, _WHO_BYTES = 1024, 1024
+_whos: dict[tuple[str, bytes | None, bytes | None, bytes | None], log.Who] = {}
+
 #: The scope key of a request's fast-path capture (:class:`s3proxy.fastpath.Capture`).
 CAPTURE = "s3proxy.capture"
 
@@ -116,17 +121,21 @@ def account(
     ip = client_ip(headers.get(b"x-real-ip"), headers.get(b"x-forwarded-for"), peer, trusted)
     get, line = headers.get, said.line
     host, referrer, agent = get(b"host"), get(b"referer"), get(b"user-agent")
-    log.write(
-        line,
-        round(elapsed * 1000, 3),
-        ip,
-        # Whole, as nginx logs them: the server bounds the head (--max-header-size).
-        host.decode("latin-1") if host else "",
-        strip_url(referrer).decode("latin-1") if referrer else "",  # a signed link's too
-        agent.decode("latin-1") if agent else "",
-        request_id.decode("latin-1"),
-        http_version,
-    )
+    asked = (ip, host, referrer, agent)
+    who = _whos.get(asked)
+    if who is None:
+        who = log.Who(
+            ip,
+            # Whole, as nginx logs them: the server bounds the head (--max-header-size).
+            host.decode("latin-1") if host else "",
+            strip_url(referrer).decode("latin-1") if referrer else "",  # a signed link's too
+            agent.decode("latin-1") if agent else "",
+        )
+        if len(host or b"") + len(referrer or b"") + len(agent or b"") <= _WHO_BYTES:
+            if len(_whos) >= _WHOS:
+                _whos.clear()
+            _whos[asked] = who
+    log.write(line, round(elapsed * 1000, 3), who, request_id.decode("latin-1"), http_version)
     if recorder is not None:
         recorder.emit(
             RequestRecord(

@@ -54,7 +54,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from s3proxy.logging import lines
 from s3proxy.logging import sink as _sinks
-from s3proxy.logging.lines import Fixed, request, request_id, write
+from s3proxy.logging.lines import Fixed, Who, request, request_id, write
 from s3proxy.logging.sink import BUFFER_BYTES, DailyFile, Sink
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ __all__ = [
     "Fixed",
     "LOG_FORMATS",
     "REDACTED",
+    "Who",
     "close",
     "configure",
     "flush",

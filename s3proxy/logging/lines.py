@@ -75,6 +75,27 @@ class Fixed:
         self._site = f'"site":{_escape(site)}}}'
 
 
+class Who:
+    """Who asked, as a request line shows it: the client's address and the Host, Referer and
+    User-Agent fields (already stripped of credentials), rendered once. A client's requests
+    mostly share them, so :func:`s3proxy.exchange.account` keeps those it made."""
+
+    __slots__ = ("client_ip", "host", "referrer", "user_agent", "_address", "_agent")
+
+    def __init__(
+        self, client_ip: str, host: str = "", referrer: str = "", user_agent: str = ""
+    ) -> None:
+        self.client_ip, self.host, self.referrer, self.user_agent = (
+            client_ip, host, referrer, user_agent
+        )  # fmt: skip
+        self._address = f'"client_ip":{_escape(client_ip)},"host":{_escape(host)},'
+        # Referrer is mostly absent: "" needs no escaper's call.
+        self._agent = (
+            f'"referrer":{_escape(referrer) if referrer else _EMPTY},'
+            f'"user_agent":{_escape(user_agent)},'
+        )
+
+
 def request(
     method: str,
     path: str,
@@ -99,21 +120,15 @@ def request(
     """
     if _target is not None:
         line = Fixed(method, path, status, sent, cache, query, encoding, site)
-        write(line, duration_ms, client_ip, host, referrer, user_agent, request_id, http_version)
+        who = Who(client_ip, host, referrer, user_agent)
+        write(line, duration_ms, who, request_id, http_version)
 
 
 def write(
-    line: Fixed,
-    duration_ms: float,
-    client_ip: str,
-    host: str = "",
-    referrer: str = "",
-    user_agent: str = "",
-    request_id: str = "",
-    http_version: str = "1.1",
+    line: Fixed, duration_ms: float, who: Who, request_id: str, http_version: str = "1.1"
 ) -> None:
-    """Buffer the request line of ``line``'s answer with the fields of this request (see
-    :func:`request`)."""
+    """Buffer the request line of ``line``'s answer to ``who``, with this request's own
+    fields (see :func:`request`)."""
     sink = _target
     if sink is None:
         return
@@ -122,21 +137,19 @@ def write(
         sink.write(
             _combined_line(
                 now, line.method, line.path, line.query, http_version, line.status, line.sent,
-                client_ip,
+                who.client_ip,
             )
-            + f' "{_clf(referrer or "-")}" "{_clf(user_agent or "-")}"'
+            + f' "{_clf(who.referrer or "-")}" "{_clf(who.user_agent or "-")}"'
         )  # fmt: skip
         return
     ts = _timestamps.format(now)
     if _render is None:
+        # Our own request ids are hex digits: no escaper's call for them.
+        rid = f'"{request_id}"' if request_id.isalnum() and request_id.isascii() else None
         sink.write(
             f'{{"ts":"{ts}","level":"info","event":"request",{line._head}'
-            f'"duration_ms":{duration_ms!r},{line._cache}"client_ip":{_escape(client_ip)},'
-            # Referrer is mostly absent: "" needs no escaper's call.
-            f'"host":{_escape(host)},{line._query}'
-            f'"referrer":{_escape(referrer) if referrer else _EMPTY},'
-            f'"user_agent":{_escape(user_agent)},{line._encoding}'
-            f'"request_id":{_escape(request_id)},{line._site}'
+            f'"duration_ms":{duration_ms!r},{line._cache}{who._address}{line._query}'
+            f'{who._agent}{line._encoding}"request_id":{rid or _escape(request_id)},{line._site}'
         )
         return
     fields: dict[str, object] = {
@@ -149,11 +162,11 @@ def write(
         "bytes": line.sent,
         "duration_ms": duration_ms,
         "cache": line.cache,
-        "client_ip": client_ip,
-        "host": host,
+        "client_ip": who.client_ip,
+        "host": who.host,
         "query": line.query,
-        "referrer": referrer,
-        "user_agent": user_agent,
+        "referrer": who.referrer,
+        "user_agent": who.user_agent,
         "encoding": line.encoding,
         "request_id": request_id,
         "site": line.site,
