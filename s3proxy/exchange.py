@@ -135,7 +135,10 @@ def account(
             if len(_whos) >= _WHOS:
                 _whos.clear()
             _whos[asked] = who
-    log.write(line, round(elapsed * 1000, 3), who, request_id.decode("latin-1"), http_version)
+    # Milliseconds to the microsecond: a whole number of them over 1000 has at most three
+    # decimals in its repr, at a tenth of what round(ms, 3) costs.
+    micros = int(elapsed * 1_000_000)
+    log.write(line, micros / 1000, who, request_id.decode("latin-1"), http_version)
     if recorder is not None:
         recorder.emit(
             RequestRecord(
@@ -145,7 +148,7 @@ def account(
                 mime_type=said.mime,
                 ip=ip,
                 size=line.sent,
-                duration_us=int(elapsed * 1_000_000),
+                duration_us=micros,
                 status=line.status,
                 cache=line.cache,
                 compressed=said.compressed,

@@ -337,7 +337,7 @@ class FastPath:
         started: float,
     ) -> None:
         """Write ``answer`` as uvicorn writes a response; account for it as the site does."""
-        version = protocol.parser.get_http_version()
+        version, keep_alive = protocol.version()
         peer = client[0] if client else None
         rid = request_id_for(picked, peer, site.trusted)
         head = [answer.status, self._date(protocol.server_state.default_headers)]
@@ -348,7 +348,6 @@ class FastPath:
                 head.append(b"age: %d\r\n" % max(0, int(now - answer.entry.stored_at)))
             else:
                 head += [b"x-request-id: ", rid, b"\r\n"]
-        keep_alive = version != "1.0" and protocol.parser.should_keep_alive()
         if not keep_alive:
             head.append(_CLOSE)
         transport, body = protocol.transport, answer.body
