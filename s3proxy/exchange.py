@@ -135,10 +135,8 @@ def account(
             if len(_whos) >= _WHOS:
                 _whos.clear()
             _whos[asked] = who
-    # Milliseconds to the microsecond: a whole number of them over 1000 has at most three
-    # decimals in its repr, at a tenth of what round(ms, 3) costs.
-    micros = int(elapsed * 1_000_000)
-    log.write(line, micros / 1000, who, request_id.decode("latin-1"), http_version)
+    micros = int(elapsed * 1_000_000)  # the line's duration_ms is to the microsecond
+    log.write(line, micros, who, request_id.decode("latin-1"), http_version)
     if recorder is not None:
         recorder.emit(
             RequestRecord(

@@ -159,6 +159,17 @@ def test_request_line_is_what_structlogs_json_renderer_writes(
     assert log_file(tmp_path).read_text() == f"{rendered}\n"
 
 
+@pytest.mark.parametrize("micros", [0, 1, 50, 52, 125, 999, 1000, 1500, 999_999, 10**6, 10**9 + 7])
+def test_request_line_duration_is_the_floats_repr(
+    tmp_path: Path, clock: FakeClock, micros: int
+) -> None:
+    """duration_ms is written from tables under a second: as JSONRenderer writes the float."""
+    slog.configure(log_dir=str(tmp_path))
+    slog.write(slog.Fixed("GET", "/", 200, 0, "hit"), micros, slog.Who("::1"), "r")
+    slog.flush()
+    assert f'"duration_ms":{micros / 1000!r},' in log_file(tmp_path).read_text()
+
+
 def test_request_line_in_console_format_is_structlogs_console_line(
     clock: FakeClock, capfd: pytest.CaptureFixture[str]
 ) -> None:

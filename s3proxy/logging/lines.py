@@ -75,6 +75,20 @@ class Fixed:
         self._site = f'"site":{_escape(site)}}}'
 
 
+# repr(micros / 1000) (what JSONRenderer writes for the float) for a request under a second,
+# from tables: a float's repr costs 2.4k instructions, a tenth of a fast-path hit's line.
+_WHOLE = [str(n) for n in range(1000)]
+_FRACTION = [repr(n / 1000)[1:] for n in range(1000)]  # ".0", ".001", ..., ".05", ".999"
+
+
+def _millis(micros: int) -> str:
+    """``repr(micros / 1000)``."""
+    if 0 <= micros < 1_000_000:
+        whole, fraction = divmod(micros, 1000)
+        return _WHOLE[whole] + _FRACTION[fraction]
+    return repr(micros / 1000)
+
+
 class Who:
     """Who asked, as a request line shows it: the client's address and the Host, Referer and
     User-Agent fields (already stripped of credentials), rendered once. A client's requests
@@ -121,14 +135,12 @@ def request(
     if _target is not None:
         line = Fixed(method, path, status, sent, cache, query, encoding, site)
         who = Who(client_ip, host, referrer, user_agent)
-        write(line, duration_ms, who, request_id, http_version)
+        write(line, round(duration_ms * 1000), who, request_id, http_version)
 
 
-def write(
-    line: Fixed, duration_ms: float, who: Who, request_id: str, http_version: str = "1.1"
-) -> None:
-    """Buffer the request line of ``line``'s answer to ``who``, with this request's own
-    fields (see :func:`request`)."""
+def write(line: Fixed, micros: int, who: Who, request_id: str, http_version: str = "1.1") -> None:
+    """Buffer the request line of ``line``'s answer to ``who`` after ``micros``
+    microseconds, with this request's own fields (see :func:`request`)."""
     sink = _target
     if sink is None:
         return
@@ -148,7 +160,7 @@ def write(
         rid = f'"{request_id}"' if request_id.isalnum() and request_id.isascii() else None
         sink.write(
             f'{{"ts":"{ts}","level":"info","event":"request",{line._head}'
-            f'"duration_ms":{duration_ms!r},{line._cache}{who._address}{line._query}'
+            f'"duration_ms":{_millis(micros)},{line._cache}{who._address}{line._query}'
             f'{who._agent}{line._encoding}"request_id":{rid or _escape(request_id)},{line._site}'
         )
         return
@@ -160,7 +172,7 @@ def write(
         "path": line.path,
         "status": line.status,
         "bytes": line.sent,
-        "duration_ms": duration_ms,
+        "duration_ms": micros / 1000,
         "cache": line.cache,
         "client_ip": who.client_ip,
         "host": who.host,

@@ -177,11 +177,15 @@ class Sink:
 
     def write(self, line: str) -> None:
         """Buffer one line (without its newline); flush if the buffer passed 32 KiB."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not ``with``: half the cost, on every request's line
+        try:
             self._lines.append(line)
             self._size += len(line) + 1
             if self._size >= BUFFER_BYTES:
                 self._flush_locked()
+        finally:
+            lock.release()
 
     def flush(self) -> None:
         with self._lock:
