@@ -147,6 +147,7 @@ class StrictProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         HttpToolsProtocol.connection_made(self, transport)
+        self._new_head()
         self._fast = fastpath.find(self.app)
         _Sweep.ensure(self)
         if len(self.connections) > self.max_connections:
@@ -160,11 +161,19 @@ class StrictProtocol(HttpToolsProtocol):
                 return
         self._feed(data)
 
-    def on_message_begin(self) -> None:
-        # uvicorn's begins the ASGI scope here; a request the fast path answers needs none,
-        # so it is begun in on_headers_complete, for the slow path only (see _begin_scope).
+    # uvicorn begins a message's ASGI scope in on_message_begin. A request the fast path
+    # answers needs none, so llhttp is not asked to call it at all (a Python call less per
+    # request): the head's state is reset when the previous message completes (_new_head),
+    # and the scope is begun in on_headers_complete, for the slow path only (_begin_scope).
+    on_message_begin = None  # type: ignore[assignment]
+
+    def _new_head(self) -> None:
         self.url, self.headers, self.expect_100_continue = b"", [], False
-        self._in_url, self._connection = True, False
+        self._connection = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self._in_url = True
 
     def _begin_scope(self) -> None:
         """uvicorn's on_message_begin (its scope), late: keeps the head read so far."""
@@ -249,7 +258,10 @@ class StrictProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._head_open, self._head_bytes, self._head_seen = True, 0, 0
-        HttpToolsProtocol.on_message_complete(self)
+        if self.cycle is not _ANSWERED:  # type: ignore[comparison-overlap]
+            # (uvicorn's only tells the app that the body ended)
+            HttpToolsProtocol.on_message_complete(self)
+        self._new_head()
 
     def answered(self, keep_alive: bool) -> None:
         """The fast path wrote a whole response: what uvicorn does when one is complete."""
