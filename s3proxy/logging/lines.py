@@ -230,20 +230,31 @@ def _combined_line(
 
 
 # Request ids: a random per-process prefix and a counter, 22 hex digits. Unique across
-# workers and restarts (48 random bits); bytes, since the header wants them so. Measured
-# 0.27 µs, against 0.45 µs for the same as a str then encoded and 2 µs for uuid4().hex.
+# workers and restarts (48 random bits); bytes, since the header wants them so. The counter's
+# last three digits come from a table and the rest are formatted once per 4,096 ids: 1k
+# instructions an id, against 2.9k for formatting all ten (2 µs for uuid4().hex).
+_LOW = [b"%03x" % n for n in range(4096)]
 _id_prefix = os.urandom(6).hex().encode()
 _id_counter = itertools.count(1)
+_high: tuple[int, bytes] = (-1, b"")  # (the counter >> 12, the id's first 19 digits)
 
 
 def request_id() -> bytes:
     """A new request id (ASCII) for a request no trusted proxy named."""
-    return b"%s%010x" % (_id_prefix, next(_id_counter))
+    global _high
+    n = next(_id_counter)
+    high, first = _high
+    if n >> 12 != high:
+        high = n >> 12
+        first = b"%s%07x" % (_id_prefix, high)
+        _high = (high, first)
+    return first + _LOW[n & 0xFFF]
 
 
 def _new_id_prefix() -> None:
-    global _id_prefix, _id_counter
+    global _id_prefix, _id_counter, _high
     _id_prefix, _id_counter = os.urandom(6).hex().encode(), itertools.count(1)
+    _high = (-1, b"")
 
 
 # A forked worker must not repeat its parent's ids.
