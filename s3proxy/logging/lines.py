@@ -49,7 +49,7 @@ class Fixed:
 
     __slots__ = (
         *("method", "path", "status", "sent", "cache", "query", "encoding", "site"),
-        *("_head", "_cache", "_query", "_encoding", "_site"),
+        *("_lead", "_cache", "_query", "_encoding", "_site", "_middles"),
     )
 
     def __init__(
@@ -68,11 +68,26 @@ class Fixed:
         # The JSON line's fragments, in the line's order (see :func:`write`). ``method`` is
         # an HTTP token and ``cache`` one of our words, so neither can hold a quote or a
         # backslash; the free text goes through the JSON escaper.
-        self._head = f'"method":"{method}","path":{_escape(path)},"status":{status},"bytes":{sent},'
+        self._lead = (
+            f'"level":"info","event":"request","method":"{method}","path":{_escape(path)},'
+            f'"status":{status},"bytes":{sent},"duration_ms":'
+        )
         self._cache = f'"cache":"{cache}",'
         self._query = f'"query":{_escape(query) if query else _EMPTY},'
         self._encoding = f'"encoding":{_escape(encoding) if encoding else _EMPTY},'
         self._site = f'"site":{_escape(site)}}}'
+        #: The line's middle part for each client that asked (see :func:`write`).
+        self._middles: dict[Who, str] = {}
+
+    def middle(self, who: Who) -> str:
+        """The part of the line from ``"cache"`` to ``"request_id":``, for ``who``."""
+        middle = self._middles.get(who)
+        if middle is None:
+            middle = f"{self._cache}{who._address}{self._query}{who._agent}{self._encoding}"
+            middle += '"request_id":'
+            if len(self._middles) < _MIDDLES:
+                self._middles[who] = middle
+        return middle
 
 
 # repr(micros / 1000) (what JSONRenderer writes for the float) for a request under a second,
@@ -87,6 +102,9 @@ def _millis(micros: int) -> str:
         whole, fraction = divmod(micros, 1000)
         return _WHOLE[whole] + _FRACTION[fraction]
     return repr(micros / 1000)
+
+
+_MIDDLES = 64  # middle parts one Fixed keeps (one per client that asked, at most)
 
 
 class Who:
@@ -156,12 +174,11 @@ def write(line: Fixed, micros: int, who: Who, request_id: str, http_version: str
         return
     ts = _timestamps.format(now)
     if _render is None:
-        # Our own request ids are hex digits: no escaper's call for them.
-        rid = f'"{request_id}"' if request_id.isalnum() and request_id.isascii() else None
+        # The parts that depend on the answer and on who asked are joined once per pair:
+        # the fast path's answers write the same line to the same client again and again.
         sink.write(
-            f'{{"ts":"{ts}","level":"info","event":"request",{line._head}'
-            f'"duration_ms":{_millis(micros)},{line._cache}{who._address}{line._query}'
-            f'{who._agent}{line._encoding}"request_id":{rid or _escape(request_id)},{line._site}'
+            f'{{"ts":"{ts}",{line._lead}{_millis(micros)},{line.middle(who)}'
+            f"{_escape(request_id)},{line._site}"
         )
         return
     fields: dict[str, object] = {
