@@ -281,7 +281,8 @@ class FastPath:
         cycle = protocol.cycle
         if (cycle is not None and not cycle.response_complete) or protocol.pipeline:
             return False  # a response is owed first (RFC 9112 §9.3.2)
-        if protocol.flow.write_paused:
+        flow = protocol.flow
+        if flow.write_paused or flow.read_paused:  # (StrictProtocol.answered resumes none)
             return False
         method = protocol.parser.get_method()
         if method != b"GET" and method != b"HEAD":

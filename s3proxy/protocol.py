@@ -264,11 +264,17 @@ class StrictProtocol(HttpToolsProtocol):
         self._new_head()
 
     def answered(self, keep_alive: bool) -> None:
-        """The fast path wrote a whole response: what uvicorn does when one is complete."""
+        """The fast path wrote a whole response: what :meth:`on_response_complete` does when
+        one is complete, for a connection with nothing pipelined and reading not paused (the
+        fast path answers only then)."""
         self.cycle = _ANSWERED  # type: ignore[assignment]
+        self.server_state.total_requests += 1
         if not keep_alive:
             self.transport.close()
-        self.on_response_complete()
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self._keep_alive_check(self.timeout_keep_alive)
 
     # --- parsing -------------------------------------------------------------------------
 
