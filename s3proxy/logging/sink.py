@@ -50,21 +50,21 @@ class Timestamps:
 
     def __init__(self) -> None:
         self._cached: tuple[int, str] = (-1, "")
-        # The last text made, by second and millisecond: under load, many lines share one.
-        self._last: tuple[int, int, str] = (-1, -1, "")
+        # The last text made, by its millisecond: under load, many lines share one.
+        self._last: tuple[int, str] = (-1, "")
 
     def format(self, t: float) -> str:
-        second = int(t)
-        milli = int((t - second) * 1000)
-        last_second, last_milli, text = self._last
-        if milli == last_milli and second == last_second:
+        millis = int(t * 1000)
+        last, text = self._last
+        if millis == last:
             return text
+        second, milli = divmod(millis, 1000)
         cached_second, prefix = self._cached
         if second != cached_second:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._cached = (second, prefix)
         text = f"{prefix}.{milli:03d}Z"
-        self._last = (second, milli, text)
+        self._last = (millis, text)
         return text
 
 
