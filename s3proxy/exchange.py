@@ -118,6 +118,8 @@ def account(
     """Write the request line of ``said``'s answer to a request with (picked) ``headers``
     from ``peer`` answered in ``elapsed`` seconds, and give ``recorder`` its metrics record:
     every request's, whichever path answered it."""
+    if recorder is None and not log.writing():
+        return  # (the line's fields cost 6k instructions of a 60k fast-path hit)
     ip = client_ip(headers.get(b"x-real-ip"), headers.get(b"x-forwarded-for"), peer, trusted)
     get, line = headers.get, said.line
     host, referrer, agent = get(b"host"), get(b"referer"), get(b"user-agent")

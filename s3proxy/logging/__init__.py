@@ -54,7 +54,7 @@ from structlog.typing import EventDict, FilteringBoundLogger, Processor, Wrapped
 
 from s3proxy.logging import lines
 from s3proxy.logging import sink as _sinks
-from s3proxy.logging.lines import Fixed, Who, request, request_id, write
+from s3proxy.logging.lines import Fixed, Who, request, request_id, write, writing
 from s3proxy.logging.sink import BUFFER_BYTES, DailyFile, Sink
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ __all__ = [
     "request",
     "request_id",
     "write",
+    "writing",
 ]
 
 REDACTED = "[redacted]"

@@ -128,6 +128,11 @@ class Who:
         )
 
 
+def writing() -> bool:
+    """Whether request lines go anywhere (else :func:`write` does nothing)."""
+    return _target is not None
+
+
 def request(
     method: str,
     path: str,
