@@ -44,7 +44,7 @@ from s3proxy.access.rules import Rule
 from s3proxy.access.verdict import Granted
 from s3proxy.cache import Cache, Entry
 from s3proxy.exchange import CAPTURE, Exchange, Said, account, pick_headers, request_id_for
-from s3proxy.heads import AGE, forwarded_client, template
+from s3proxy.heads import Head, forwarded_client, template
 from s3proxy.outcome import Hit, Outcome
 from s3proxy.plan import Body, Headers, Plan
 
@@ -64,7 +64,7 @@ _DECLINE = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgr
 _UNKEYED = frozenset(
     b"host referer user-agent x-request-id x-real-ip x-forwarded-for authorization cookie".split()
 )
-_CLOSE = b"connection: close\r\n"  # as uvicorn writes it
+_CLOSE = b"connection: close\r\n\r\n"  # as uvicorn writes it, and the blank line
 _JOINED = 16 * 1024  # a larger body is written beside its head, not copied after it
 
 #: (site, method, request target, the fields the site reads but :data:`_UNKEYED`, in order):
@@ -77,22 +77,21 @@ Grant = tuple[Rule, str, bytes]
 @dataclass(slots=True, eq=False)
 class Answer:
     """An answer the slow path wrote for a fresh hit, ready to be written again while ``entry``
-    is the cache's: ``head`` (bytes, and the slots of :mod:`s3proxy.heads`), ``body``, and
+    is the cache's: ``head`` (a :class:`~s3proxy.heads.Head`), ``body``, and
     what the request's line and record said of it (``said``)."""
 
     entry: Entry
     cache: Cache
     code: int  # the status
-    head: tuple[bytes | int, ...]
+    head: Head
     body: bytes  # b"" for HEAD, 304, 412
     said: Said
     query: bytes  # the request's (an access rule's check reads it)
-    status: bytes = b""  # the status line
     grant: Grant | None = None  # replayed only to a request this grant's rule grants alike
     age: tuple[int, bytes] = (-1, b"")  # the last Age field written, by its seconds
 
     def __post_init__(self) -> None:
-        self.status = STATUS_LINE[self.code]
+        self.head.parts[0] = STATUS_LINE[self.code]
 
     def own_bytes(self) -> int:
         """The body's bytes, unless the entry holds them too (in memory, or as a variant)."""
@@ -342,25 +341,23 @@ class FastPath:
         version, keep_alive = protocol.version()
         peer = client[0] if client else None
         rid = request_id_for(picked, peer, site.trusted)
-        head = [answer.status, self._date(protocol.server_state.default_headers)]
-        for part in answer.head:
-            if type(part) is bytes:
-                head.append(part)
-            elif part == AGE:  # formatted once a second (2.9k instructions a time)
-                age = max(0, int(now - answer.entry.stored_at))
-                if answer.age[0] != age:
-                    answer.age = (age, b"age: %d\r\n" % age)
-                head.append(answer.age[1])
-            else:
-                head += [b"x-request-id: ", rid, b"\r\n"]
+        parts, age_at, rid_at = answer.head
+        head = parts.copy()
+        head[1] = self._date(protocol.server_state.default_headers)
+        if age_at:  # formatted once a second (2.9k instructions a time)
+            age = max(0, int(now - answer.entry.stored_at))
+            if answer.age[0] != age:
+                answer.age = (age, b"age: %d\r\n" % age)
+            head[age_at] = answer.age[1]
+        if rid_at:
+            head[rid_at] = rid
         if not keep_alive:
-            head.append(_CLOSE)
+            head[-1] = head[-1][:-2] + _CLOSE  # before the blank line
         transport, body = protocol.transport, answer.body
         if len(body) > _JOINED:
-            head.append(b"\r\n")
             transport.writelines((b"".join(head), body))
         else:
-            head += [b"\r\n", body]
+            head.append(body)
             transport.write(b"".join(head))
         self.answered += 1
         protocol.answered(keep_alive)
