@@ -120,8 +120,10 @@ def account(
     every request's, whichever path answered it."""
     if recorder is None and not log.writing():
         return  # (the line's fields cost 6k instructions of a 60k fast-path hit)
-    ip = client_ip(headers.get(b"x-real-ip"), headers.get(b"x-forwarded-for"), peer, trusted)
     get, line = headers.get, said.line
+    real, forwarded = get(b"x-real-ip"), get(b"x-forwarded-for")
+    # (client_ip's answer without either field, without a call: 700 instructions a hit)
+    ip = client_ip(real, forwarded, peer, trusted) if real or forwarded else peer or "-"
     host, referrer, agent = get(b"host"), get(b"referer"), get(b"user-agent")
     asked = (ip, host, referrer, agent)
     who = _whos.get(asked)
