@@ -311,8 +311,18 @@ def test_fields_only_the_log_reads_share_one_answer(pair: Pair) -> None:
         request("/logo.png", User_Agent="first", X_Real_IP="198.51.100.8", Cookie="a=b"),
         request("/logo.png", User_Agent="first", **ANN),
     ]
-    for raw in others:
-        assert both(pair, [raw])[2] == 1
+    asked = []
+    for raw in [*others, *others]:  # each client again: its request line's parts are reused
+        slow, fast, answered = both(pair, [raw])
+        assert answered == 1
+        asked.append((_id(fast[0]).decode(), raw))
+    wait_for(lambda: all(rid in _request_lines(pair) for rid, _ in asked))
+    lines = _request_lines(pair)
+    for rid, raw in asked:  # each line says who asked it, not who asked before
+        line, fields = lines[rid], raw.decode()
+        assert f"User-Agent: {line['user_agent']}\r\n" in fields
+        assert (line["referrer"] != "") == ("Referer:" in fields)
+        assert (line["client_ip"] == "198.51.100.8") == ("X-Real-IP" in fields)
 
 
 def test_a_failure_of_the_fast_path_falls_back_to_the_slow_one(
