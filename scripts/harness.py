@@ -1,5 +1,6 @@
-"""What ``scripts/bench`` and ``scripts/soak`` share: moto as a child process, process groups
-ended in ``finally``, free loopback ports, waiting for a server, loopback HTTP.
+"""What ``scripts/bench``, ``scripts/bench-miss`` and ``scripts/soak`` share: moto as a child
+process, process groups ended in ``finally``, free loopback ports, waiting for a server,
+loopback HTTP (and :class:`RawClient`, the least an HTTP client can do).
 
 Each script imports it from its own directory (``sys.path[0]`` is the script's directory
 when it runs). Every server listens on 127.0.0.1; no proxy from the environment is used.
@@ -7,6 +8,7 @@ when it runs). Every server listens on 127.0.0.1; no proxy from the environment 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -182,3 +184,32 @@ def s3proxy_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in keep}
     env["AWS_EC2_METADATA_DISABLED"] = "true"
     return env
+
+
+class RawClient:
+    """One kept-alive HTTP/1.1 connection that GETs and reads a body of ``Content-Length``
+    bytes, and nothing more."""
+
+    def __init__(self, url: str) -> None:
+        self.host, _, port = url.removeprefix("http://").partition(":")
+        self.port = int(port)
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        """``path``'s status and body."""
+        if self.streams is None:
+            self.streams = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.streams
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(
+            int(v)
+            for k, _, v in (x.partition(b":") for x in lines)
+            if k.lower() == b"content-length"
+        )
+        return int(lines[0].split()[1]), await reader.readexactly(length)
+
+    async def aclose(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
