@@ -49,7 +49,7 @@ class Fixed:
 
     __slots__ = (
         *("method", "path", "status", "sent", "cache", "query", "encoding", "site"),
-        *("_lead", "_cache", "_query", "_encoding", "_site", "_middles"),
+        *("_lead", "_site", "_middles"),
     )
 
     def __init__(
@@ -72,21 +72,26 @@ class Fixed:
             f'"level":"info","event":"request","method":"{method}","path":{_escape(path)},'
             f'"status":{status},"bytes":{sent},"duration_ms":'
         )
-        self._cache = f'"cache":"{cache}",'
-        self._query = f'"query":{_escape(query) if query else _EMPTY},'
-        self._encoding = f'"encoding":{_escape(encoding) if encoding else _EMPTY},'
         self._site = f'"site":{_escape(site)}}}'
-        #: The line's middle part for each client that asked (see :func:`write`).
-        self._middles: dict[Who, str] = {}
+        #: The line's middle part for each client that asked (see :meth:`middle`), made on
+        #: first use: a fast-path answer keeps its Fixed, and 16k of them are in memory.
+        self._middles: dict[Who, str] | None = None
 
     def middle(self, who: Who) -> str:
         """The part of the line from ``"cache"`` to ``"request_id":``, for ``who``."""
-        middle = self._middles.get(who)
+        middles = self._middles
+        if middles is None:
+            middles = self._middles = {}
+        middle = middles.get(who)
         if middle is None:
-            middle = f"{self._cache}{who._address}{self._query}{who._agent}{self._encoding}"
-            middle += '"request_id":'
-            if len(self._middles) < _MIDDLES:
-                self._middles[who] = middle
+            query, encoding = self.query, self.encoding
+            middle = (
+                f'"cache":"{self.cache}",{who._address}'
+                f'"query":{_escape(query) if query else _EMPTY},{who._agent}'
+                f'"encoding":{_escape(encoding) if encoding else _EMPTY},"request_id":'
+            )
+            if len(middles) < _MIDDLES:
+                middles[who] = middle
         return middle
 
 
