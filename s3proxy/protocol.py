@@ -35,10 +35,7 @@ far; no header value). A fresh cache hit is answered here too, before any ASGI s
 from __future__ import annotations
 
 import asyncio
-import math
 import re
-import weakref
-from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import ClassVar
 
@@ -46,8 +43,8 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from s3proxy import fastpath, refusals
-from s3proxy import logging as log
 from s3proxy.refusals import Refusal, unknown_method
+from s3proxy.sweep import Sweep
 
 __all__ = ["HEADER_TIMEOUT", "MAX_CONNECTIONS", "MAX_FIELDS", "MAX_HEADER_SIZE"]
 __all__ += ["StrictProtocol"]
@@ -73,7 +70,6 @@ MAX_CONNECTIONS = 1024
 #: closed; see :meth:`StrictProtocol._close_lingering`.
 LINGER_SECONDS = 2.0
 
-_LOGGED_PATH = 1024  # as much of the path as a request line shows (s3proxy.site does the same)
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ]; uri-host (RFC 3986 §3.2.2) is an IP-literal
 # in brackets or a reg-name (which covers IPv4 addresses): unreserved, pct-encoded and
@@ -113,7 +109,7 @@ class StrictProtocol(HttpToolsProtocol):
     bytes and in time) from the next read: it may reach the parser with up to one read
     (256 KB in uvloop) more than the limit. No head is refused for bytes of its body or of
     another request. The header timeout is checked by one timer per process every second
-    (:class:`_Sweep`), so a head times out between :attr:`header_timeout` and a second
+    (:mod:`s3proxy.sweep`), so a head times out between :attr:`header_timeout` and a second
     later; requests pay nothing for it.
     """
 
@@ -149,7 +145,7 @@ class StrictProtocol(HttpToolsProtocol):
         HttpToolsProtocol.connection_made(self, transport)
         self._new_head()
         self._fast = fastpath.find(self.app)
-        _Sweep.ensure(self)
+        Sweep.ensure(self.loop, self.connections, self.header_timeout)
         if len(self.connections) > self.max_connections:
             self._refuse(Refusal(*refusals.BUSY))
 
@@ -342,7 +338,9 @@ class StrictProtocol(HttpToolsProtocol):
         # From now on data_received takes every read past the limit, where it is dropped.
         self._refused, self._head_open, self._head_bytes = True, True, self.limit
         self.flow.pause_reading()
-        self._log_refusal(refusal)
+        url = self.url if self._in_url else b""  # (the head's fields are not logged)
+        method = refusal.method or (self.parser.get_method().decode("latin-1") if url else "-")
+        refusal.log(method, url, self.client[0] if self.client else "-")
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
             self._send(refusal)
@@ -360,15 +358,8 @@ class StrictProtocol(HttpToolsProtocol):
         request was never read."""
         if self.transport.is_closing():
             return
-        head = [STATUS_LINE[refusal.status]]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
-        head.append(
-            b"content-type: text/plain; charset=utf-8\r\nx-request-id: %s\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n"
-            % (refusal.request_id, len(refusal.body))
-        )
-        self.transport.write(b"".join(head) + refusal.body)
+        defaults = self.server_state.default_headers
+        self.transport.write(refusal.response(STATUS_LINE[refusal.status], defaults))
         self._close_lingering()
 
     def _close_lingering(self) -> None:
@@ -385,15 +376,16 @@ class StrictProtocol(HttpToolsProtocol):
         self.flow.resume_reading()  # data_received drops it: the connection is refused
         self.loop.call_later(LINGER_SECONDS, transport.close)
 
-    def _log_refusal(self, refusal: Refusal) -> None:
-        """The refused request's line: the headers are neither complete nor trusted, so the
-        client is the peer and no header value appears."""
-        url = self.url if self._in_url else b""
-        method = refusal.method or (self.parser.get_method().decode("latin-1") if url else "-")
-        path = url[:_LOGGED_PATH].split(b"?", 1)[0].decode("latin-1") if url else "-"
-        client = self.client[0] if self.client else "-"
-        status, sent, rid = refusal.status, len(refusal.body), refusal.request_id.decode()
-        log.request(method, path, status, sent, 0.0, "-", client, request_id=rid)
+    def swept(self, number: int, sweeps: int) -> None:
+        """The header timeout's sweep ``number`` looks (see :mod:`s3proxy.sweep`)."""
+        # Waiting for a head: one begun, or a first one that has not begun. Between requests
+        # (no bytes, a response under way or kept alive) is not waiting.
+        if self._refused or not (self._head_open and (self._head_bytes or self.cycle is None)):
+            return
+        if not self._head_seen:
+            self._head_seen = number
+        elif number - self._head_seen >= sweeps:
+            self._time_out()
 
     def _time_out(self) -> None:
         """The header timeout passed: 408 if the head began, else close quietly (a client
@@ -403,44 +395,3 @@ class StrictProtocol(HttpToolsProtocol):
         else:
             self._refused = True
             self.transport.close()
-
-
-class _Sweep:
-    """One timer per event loop that times out heads waiting past the header timeout.
-
-    Every :meth:`interval` seconds it looks at each open connection; a head (or a fresh
-    connection's silence) first seen waiting by one sweep is timed out by the sweep
-    ``ceil(header_timeout / interval)`` later. Cost: one pass over the connections per
-    interval, nothing per request but the reset in ``on_message_complete``.
-    """
-
-    _loops: ClassVar[weakref.WeakSet[asyncio.AbstractEventLoop]] = weakref.WeakSet()
-
-    @classmethod
-    def ensure(cls, protocol: StrictProtocol) -> None:
-        """Start the sweep on ``protocol``'s loop, once."""
-        if protocol.loop not in cls._loops:
-            cls._loops.add(protocol.loop)
-            sweep = cls(protocol.loop, protocol.connections)
-            protocol.loop.call_later(sweep.interval, sweep.run)
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, connections: Iterable[object]) -> None:
-        self.loop, self.connections, self.number = loop, connections, 0
-        timeout = StrictProtocol.header_timeout
-        self.interval = min(1.0, timeout / 4)
-        self.sweeps = math.ceil(timeout / self.interval)
-
-    def run(self) -> None:
-        self.number += 1
-        for protocol in list(self.connections):
-            if not isinstance(protocol, StrictProtocol) or protocol._refused:
-                continue
-            # Waiting for a head: one begun, or a first one that has not begun. Between
-            # requests (no bytes, a response under way or kept alive) is not waiting.
-            if protocol._head_open and (protocol._head_bytes or protocol.cycle is None):
-                if not protocol._head_seen:
-                    protocol._head_seen = self.number
-                elif self.number - protocol._head_seen >= self.sweeps:
-                    protocol._time_out()
-        if not self.loop.is_closed():
-            self.loop.call_later(self.interval, self.run)
