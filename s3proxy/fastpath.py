@@ -17,9 +17,9 @@ Its answers are the slow path's by construction, not by a second implementation:
   any worker (the shared generation), a body or variant loaded into memory. A reload or a
   registration builds new sites; the memo is emptied when the router's generation changes.
 - **The same functions** route (:meth:`Hosting.route <s3proxy.hosting.Hosting.route>`), make
-  the request id (:meth:`Exchange.begin <s3proxy.exchange.Exchange.begin>`), find the client
-  (uvicorn's ``ProxyHeadersMiddleware`` itself, run on the request) and write the log line and
-  the metrics record (``Site._account``).
+  the request id (:func:`~s3proxy.exchange.request_id_for`), find the client (uvicorn's
+  ``ProxyHeadersMiddleware`` itself, run on the request) and write the log line and the
+  metrics record (:func:`~s3proxy.exchange.account`, from the ``Said`` of the answer).
 
 The shape: GET or HEAD; no body (``Content-Length``, ``Transfer-Encoding``), ``Expect`` or
 ``Upgrade``; nothing owed on the connection (no earlier response pending, writes not paused).
